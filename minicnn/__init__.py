@@ -1,0 +1,28 @@
+"""minicnn: a from-scratch convolutional network engine on NumPy (CPU) and CuPy (GPU).
+
+Start reading at ``minicnn/tensor.py``; README.md has the full tour.
+"""
+from minicnn.tensor import Tensor, Function, no_grad, is_grad_enabled
+from minicnn import functional
+from minicnn.backend import gpu_available
+
+__version__ = "0.1.0"
+
+
+def tensor(data, requires_grad=False, dtype=None):
+    """Shorthand for ``Tensor(data, requires_grad, dtype)``."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+_LAZY = {"nn": "minicnn.nn", "optim": "minicnn.optim", "gradcheck": "minicnn.gradcheck",
+         "summary": "minicnn.summary"}
+
+
+def __getattr__(name):
+    # Heavier pieces load on first use, so ``import minicnn`` (and every CLI's --help) stays
+    # fast. ``minicnn.gradcheck`` and ``minicnn.summary`` are the functions of those modules.
+    import importlib
+    if name not in _LAZY:
+        raise AttributeError(f"module 'minicnn' has no attribute {name!r}")
+    module = importlib.import_module(_LAZY[name])
+    return getattr(module, name, module) if name in ("gradcheck", "summary") else module

@@ -1,0 +1,209 @@
+"""2-D convolution: dense, grouped, depthwise, dilated, strided, rectangular.
+
+Shape legend (the notation of minicnn/kernels/im2col.py)::
+
+    x   (N, C, H, W)               input, NCHW as the user sees it
+    w   (CO, C/G, KH, KW)          weight, G = groups, CO = output channels
+    b   (CO,)                      bias
+    y   (N, CO, OH, OW)            output
+    cols (G, M, K)                 im2col of x: M = N·OH·OW rows, K = KH·KW·C/G columns
+    wmat (G, K, CO/G)              w rearranged to match the columns' (i, j, c) order
+
+    y[n, o, oh, ow] = b[o] + Σ_{c,i,j} x[n, g·Cg + c, oh·SH − PH + i·DH, ow·SW − PW + j·DW]
+                                      · w[o, c, i, j]           (g = o // (CO/G))
+
+Algorithm, chosen per call (all produce channels-last y):
+
+* **1×1, no padding** — a plain GEMM on the (strided) input: no im2col at all.
+* **depthwise** (G == C, CO = C·mult) — a direct kernel (kernels/depthwise.py).
+* **everything else** — im2col + one GEMM, or one *batched* GEMM over the G groups.
+
+Backward (per group g, with gy as an (M, CO/G) matrix):
+
+    gb = Σ_m gy[m, :]        gwmat = colsᵀ @ gy        gcols = gy @ wmatᵀ,  gx = col2im(gcols)
+
+The column matrix is recomputed in backward instead of being kept from forward: for a
+3×3 convolution it is 9× the size of its input, and keeping one per layer would dominate
+a network's memory (ResNet-50 at batch 8 would hold ≈3 GB of columns). Re-running
+im2col costs ≈¼ of one GEMM.
+
+Layout: results are returned as NCHW *views* of channels-last (N, OH, OW, CO) memory — the
+GEMM produces exactly that order, so there is no transpose copy, and the next layer's
+im2col reads contiguous channel runs. Elementwise ops keep the layout; ``flatten`` before
+a Linear layer copies into NCHW order, so the user-visible semantics are plain NCHW.
+"""
+import numpy as np
+
+from minicnn.backend import get_array_module
+from minicnn.kernels import channels_first_view, channels_last, depthwise
+from minicnn.kernels.im2col import ConvGeometry, col2im, im2col
+from minicnn.tensor import Function
+
+
+def _pair(value, name):
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2:
+        raise ValueError(f"conv2d: {name} must be an int or an (h, w) pair, got {value!r}")
+    return value
+
+
+class Conv2d(Function):
+    """The convolution Function; see the module docstring for the math and shapes."""
+
+    def __init__(self, stride=1, padding=0, dilation=1, groups=1):
+        self.stride = _pair(stride, "stride")
+        self.padding = _pair(padding, "padding")
+        self.dilation = _pair(dilation, "dilation")
+        self.groups = int(groups)
+
+    # -- checks ------------------------------------------------------------------
+    def _validate(self, x, w, b):
+        if x.ndim != 4:
+            raise ValueError(f"conv2d: expected input of rank 4 (N, C, H, W), got shape {x.shape}")
+        if w.ndim != 4:
+            raise ValueError(f"conv2d: expected weight of rank 4 (C_out, C_in/groups, KH, KW), "
+                             f"got shape {w.shape}")
+        if x.dtype.kind != "f" or w.dtype.kind != "f":
+            raise TypeError(f"conv2d: expected floating-point input and weight, got "
+                            f"{x.dtype} and {w.dtype}")
+        if x.dtype != w.dtype:
+            raise TypeError(f"conv2d: input is {x.dtype} but weight is {w.dtype}; cast one "
+                            f"(model.double() or x.astype(...))")
+        if get_array_module(x) is not get_array_module(w):
+            raise ValueError("conv2d: input and weight live on different devices")
+        C, G = x.shape[1], self.groups
+        if G < 1 or C % G or w.shape[0] % G:
+            raise ValueError(f"conv2d: input channels ({C}) and output channels "
+                             f"({w.shape[0]}) must be divisible by groups ({G})")
+        if w.shape[1] * G != C:
+            raise ValueError(f"conv2d: weight {w.shape} expects {w.shape[1] * G} input "
+                             f"channels (C_in/groups = {w.shape[1]}, groups = {G}), "
+                             f"but the input has {C} (shape {x.shape})")
+        if b is not None and b.shape != (w.shape[0],):
+            raise ValueError(f"conv2d: bias must have shape ({w.shape[0]},), got {b.shape}")
+        (PH, PW), (DH, DW) = self.padding, self.dilation
+        span_h, span_w = DH * (w.shape[2] - 1) + 1, DW * (w.shape[3] - 1) + 1
+        if span_h > x.shape[2] + 2 * PH or span_w > x.shape[3] + 2 * PW:
+            raise ValueError(f"conv2d: kernel {w.shape[2]}×{w.shape[3]} (dilated "
+                             f"{span_h}×{span_w}) is larger than the padded input "
+                             f"{x.shape[2] + 2 * PH}×{x.shape[3] + 2 * PW} (input shape "
+                             f"{x.shape}, padding {self.padding})")
+
+    # -- forward -----------------------------------------------------------------
+    def forward(self, x, w, b=None):
+        self._validate(x, w, b)
+        xp = get_array_module(x)
+        CO, Cg, KH, KW = w.shape
+        G = self.groups
+        x_nhwc = channels_last(x)
+        geometry = ConvGeometry(x_nhwc.shape, (KH, KW), self.stride, self.padding,
+                                self.dilation, G)
+        self.geometry, self.x_nhwc, self.w_shape = geometry, x_nhwc, w.shape
+        self.has_bias = b is not None
+
+        if G == x.shape[1] and Cg == 1:                      # depthwise
+            self.path = "depthwise"
+            self.w_taps = xp.ascontiguousarray(w.reshape(CO, KH * KW).T).reshape(KH, KW, CO)
+            y = depthwise.forward(x_nhwc, self.w_taps, geometry, CO // G)
+            if b is not None:
+                y += b
+            return channels_first_view(y)
+
+        # wmat[g, (i·KW + j)·Cg + c, o'] = w[g·COg + o', c, i, j]
+        COg = CO // G
+        wmat = w.reshape(G, COg, Cg, KH, KW).transpose(0, 3, 4, 2, 1).reshape(G, geometry.K, COg)
+        self.wmat = wmat
+        if (KH, KW) == (1, 1) and self.padding == (0, 0) and G == 1:
+            self.path = "pointwise"
+            SH, SW = self.stride
+            source = x_nhwc if (SH, SW) == (1, 1) else x_nhwc[:, ::SH, ::SW][:, :geometry.OH, :geometry.OW]
+            cols = xp.ascontiguousarray(source).reshape(1, geometry.M, geometry.K)
+        else:
+            self.path = "im2col"
+            cols = im2col(x_nhwc, geometry)
+        y = _grouped_matmul(cols, wmat)                      # (M, CO), channels-last order
+        if b is not None:
+            y += b
+        return channels_first_view(y.reshape(geometry.N, geometry.OH, geometry.OW, CO))
+
+    # -- backward ----------------------------------------------------------------
+    def backward(self, gy):
+        g, G = self.geometry, self.groups
+        need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
+        need_b = self.has_bias and self.needs_input_grad[2]
+        gy_nhwc = channels_last(gy)
+        CO = gy_nhwc.shape[3]
+        gb = gy_nhwc.reshape(-1, CO).sum(axis=0) if need_b else None
+
+        if self.path == "depthwise":
+            mult = CO // G
+            gx = gw = None
+            if need_x:
+                gx = channels_first_view(depthwise.backward_input(gy_nhwc, self.w_taps, g, mult))
+            if need_w:
+                taps = depthwise.backward_weight(gy_nhwc, self.x_nhwc, g, mult)
+                gw = taps.reshape(-1, CO).T.reshape(self.w_shape)
+            return (gx, gw, gb) if self.has_bias else (gx, gw)
+
+        xp = get_array_module(gy)
+        COg = CO // G
+        # gy as G matrices (M, CO/G); a copy only when there are several groups
+        gy_mat = gy_nhwc.reshape(g.M, CO)
+        gy_groups = gy_mat[None] if G == 1 else xp.ascontiguousarray(
+            gy_mat.reshape(g.M, G, COg).transpose(1, 0, 2))
+        gx = gw = None
+        if need_w:
+            cols = self._columns()
+            gwmat = cols.transpose(0, 2, 1) @ gy_groups       # (G, K, CO/G)
+            del cols
+            _, Cg, KH, KW = self.w_shape
+            gw = gwmat.reshape(G, KH, KW, Cg, COg).transpose(0, 4, 3, 1, 2).reshape(self.w_shape)
+            gw = xp.ascontiguousarray(gw)
+        if need_x:
+            gcols = gy_groups @ self.wmat.transpose(0, 2, 1)  # (G, M, K)
+            gx = channels_first_view(self._columns_to_input(gcols))
+        return (gx, gw, gb) if self.has_bias else (gx, gw)
+
+    def _columns(self):
+        """The forward pass's column matrix, rebuilt (see the module docstring for why)."""
+        g = self.geometry
+        xp = get_array_module(self.x_nhwc)
+        if self.path == "pointwise":
+            SH, SW = self.stride
+            source = self.x_nhwc if (SH, SW) == (1, 1) else self.x_nhwc[:, ::SH, ::SW][:, :g.OH, :g.OW]
+            return xp.ascontiguousarray(source).reshape(1, g.M, g.K)
+        return im2col(self.x_nhwc, g)
+
+    def _columns_to_input(self, gcols):
+        g = self.geometry
+        if self.path == "pointwise":
+            SH, SW = self.stride
+            columns = gcols.reshape(g.N, g.OH, g.OW, g.C)
+            if (SH, SW) == (1, 1):
+                return columns
+            xp = get_array_module(gcols)
+            gx = xp.zeros((g.N, g.H, g.W, g.C), dtype=gcols.dtype)
+            gx[:, :SH * g.OH:SH, :SW * g.OW:SW] = columns
+            return gx
+        return col2im(gcols, g)
+
+
+def _grouped_matmul(cols, wmat):
+    """cols (G, M, K) @ wmat (G, K, CO/G) -> (M, CO): one GEMM, or one batched GEMM."""
+    G, M, _ = cols.shape
+    if G == 1:
+        return cols[0] @ wmat[0]
+    y = cols @ wmat                                           # (G, M, CO/G)
+    return get_array_module(y).ascontiguousarray(y.transpose(1, 0, 2)).reshape(M, -1)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """Convolve NCHW ``x`` with ``weight`` (C_out, C_in/groups, KH, KW); see module doc.
+
+    Every size argument is an int or an (h, w) pair. Padding is symmetric per axis; pad
+    asymmetrically with ``F.pad`` first (TensorFlow's "same" at stride 2).
+    """
+    function = Conv2d(stride, padding, dilation, groups)
+    return function(x, weight) if bias is None else function(x, weight, bias)

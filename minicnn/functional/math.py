@@ -1,0 +1,356 @@
+"""Arithmetic, reductions and matrix products: forward and backward side by side.
+
+Notation in the docstrings: ``y`` is the output, ``gy`` = ∂L/∂y the gradient arriving
+from above, ``gx`` = ∂L/∂x the gradient each backward returns.
+"""
+from minicnn.backend import get_array_module
+from minicnn.tensor import Function, Tensor, as_tensor, sum_to
+
+
+def _check_float(name, *arrays):
+    for a in arrays:
+        if a.dtype.kind != "f":
+            raise TypeError(f"{name}: expected floating-point input, got dtype {a.dtype}")
+
+
+def _check_same_device(name, *arrays):
+    modules = {type(a).__module__.split(".")[0] for a in arrays}
+    if len(modules) > 1:
+        raise ValueError(f"{name}: inputs live on different devices "
+                         f"({', '.join(sorted(modules))}); move them with .to(device)")
+
+
+def _check_broadcastable(name, a, b):
+    _check_same_device(name, a, b)
+    for m, n in zip(reversed(a.shape), reversed(b.shape)):
+        if m != n and m != 1 and n != 1:
+            raise ValueError(f"{name}: shapes {a.shape} and {b.shape} cannot be broadcast "
+                             f"together")
+
+
+# ----------------------------------------------------------------------------- binary
+
+class Add(Function):
+    """y = a + b;   ga = gy, gb = gy (each summed back to its operand's shape)."""
+    def forward(self, a, b):
+        _check_broadcastable("add", a, b)
+        self.shapes = a.shape, b.shape
+        return a + b
+
+    def backward(self, gy):
+        return sum_to(gy, self.shapes[0]), sum_to(gy, self.shapes[1])
+
+
+class Sub(Function):
+    """y = a - b;   ga = gy, gb = -gy."""
+    def forward(self, a, b):
+        _check_broadcastable("sub", a, b)
+        self.shapes = a.shape, b.shape
+        return a - b
+
+    def backward(self, gy):
+        return sum_to(gy, self.shapes[0]), sum_to(-gy, self.shapes[1])
+
+
+class Mul(Function):
+    """y = a · b;   ga = gy · b, gb = gy · a."""
+    def forward(self, a, b):
+        _check_broadcastable("mul", a, b)
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, gy):
+        ga = sum_to(gy * self.b, self.a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to(gy * self.a, self.b.shape) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Div(Function):
+    """y = a / b;   ga = gy / b, gb = -gy · a / b²."""
+    def forward(self, a, b):
+        _check_broadcastable("div", a, b)
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, gy):
+        ga = sum_to(gy / self.b, self.a.shape) if self.needs_input_grad[0] else None
+        gb = (sum_to(-gy * self.a / (self.b * self.b), self.b.shape)
+              if self.needs_input_grad[1] else None)
+        return ga, gb
+
+
+class Maximum(Function):
+    """y = max(a, b) elementwise;   the gradient goes to the larger (to ``a`` on ties)."""
+    def forward(self, a, b):
+        _check_broadcastable("maximum", a, b)
+        self.shapes = a.shape, b.shape
+        self.a_wins = a >= b
+        return get_array_module(a).maximum(a, b)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        return (sum_to(xp.where(self.a_wins, gy, 0), self.shapes[0]),
+                sum_to(xp.where(self.a_wins, 0, gy), self.shapes[1]))
+
+
+class Where(Function):
+    """y = a where condition else b;   ga = gy where condition, gb = gy elsewhere."""
+    def __init__(self, condition):
+        self.condition = condition
+
+    def forward(self, a, b):
+        self.shapes = a.shape, b.shape
+        return get_array_module(a).where(self.condition, a, b)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        return (sum_to(xp.where(self.condition, gy, 0), self.shapes[0]),
+                sum_to(xp.where(self.condition, 0, gy), self.shapes[1]))
+
+
+class MatMul(Function):
+    """Y = A @ B (batched over leading axes, broadcast as NumPy does).
+
+    gA = gY @ Bᵀ,  gB = Aᵀ @ gY  (transposing the last two axes; summed over broadcast
+    batch axes). 1-D operands are promoted as in NumPy and the gradient reshaped back.
+    """
+    def forward(self, a, b):
+        _check_same_device("matmul", a, b)
+        if a.ndim == 0 or b.ndim == 0:
+            raise ValueError(f"matmul: operands must have at least 1 dimension, got shapes "
+                             f"{a.shape} and {b.shape}")
+        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise ValueError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape} "
+                             f"(expected a.shape[-1] == b.shape[-2])")
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, gy):
+        a, b = self.a, self.b
+        a2 = a[None, :] if a.ndim == 1 else a           # promote vectors to matrices
+        b2 = b[:, None] if b.ndim == 1 else b
+        gy2 = gy.reshape(a2.shape[:-1] + b2.shape[-1:]) if a.ndim == 1 or b.ndim == 1 else gy
+        ga = gb = None
+        if self.needs_input_grad[0]:
+            ga = sum_to(gy2 @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
+        if self.needs_input_grad[1]:
+            gb = sum_to(a2.swapaxes(-1, -2) @ gy2, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+# ----------------------------------------------------------------------------- unary
+
+class Neg(Function):
+    """y = -x;   gx = -gy."""
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return -gy
+
+
+class Pow(Function):
+    """y = xᵖ (p a constant);   gx = gy · p · xᵖ⁻¹."""
+    def __init__(self, exponent):
+        self.exponent = exponent
+
+    def forward(self, x):
+        self.x = x
+        return x ** self.exponent
+
+    def backward(self, gy):
+        p = self.exponent
+        return gy * p * self.x ** (p - 1)
+
+
+class Exp(Function):
+    """y = eˣ;   gx = gy · y."""
+    def forward(self, x):
+        _check_float("exp", x)
+        self.y = get_array_module(x).exp(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy * self.y
+
+
+class Log(Function):
+    """y = ln x;   gx = gy / x."""
+    def forward(self, x):
+        _check_float("log", x)
+        self.x = x
+        return get_array_module(x).log(x)
+
+    def backward(self, gy):
+        return gy / self.x
+
+
+class Sqrt(Function):
+    """y = √x;   gx = gy / (2√x)."""
+    def forward(self, x):
+        _check_float("sqrt", x)
+        self.y = get_array_module(x).sqrt(x)
+        return self.y
+
+    def backward(self, gy):
+        return gy / (2 * self.y)
+
+
+class Clip(Function):
+    """y = min(max(x, low), high);   gx = gy inside [low, high], 0 outside."""
+    def __init__(self, low, high):
+        self.low, self.high = low, high
+
+    def forward(self, x):
+        self.inside = (x >= self.low) & (x <= self.high)
+        return get_array_module(x).clip(x, self.low, self.high)
+
+    def backward(self, gy):
+        return gy * self.inside
+
+
+class Cast(Function):
+    """y = x converted to ``dtype``;   gx = gy converted back."""
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def forward(self, x):
+        self.source_dtype = x.dtype
+        return x.astype(self.dtype)
+
+    def backward(self, gy):
+        return gy.astype(self.source_dtype)
+
+
+# ----------------------------------------------------------------------------- reductions
+
+def _normalize_axis(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
+    return tuple(sorted(a % ndim for a in axes))
+
+
+def _expand(gy, shape, axes, keepdims):
+    """Re-insert reduced axes (size 1) so ``gy`` broadcasts against the input."""
+    if not keepdims:
+        gy = gy.reshape([1 if i in axes else n for i, n in enumerate(shape)])
+    return gy
+
+
+class Sum(Function):
+    """y = Σ_axes x;   gx = gy broadcast back over the summed axes."""
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        self.shape, self.axes = x.shape, _normalize_axis(self.axis, x.ndim)
+        return x.sum(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        return xp.broadcast_to(_expand(gy, self.shape, self.axes, self.keepdims), self.shape)
+
+
+class Mean(Function):
+    """y = (1/n) Σ_axes x;   gx = gy / n broadcast back (n = elements averaged)."""
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        _check_float("mean", x)
+        self.shape, self.axes = x.shape, _normalize_axis(self.axis, x.ndim)
+        self.count = 1
+        for a in self.axes:
+            self.count *= x.shape[a]
+        return x.mean(axis=self.axes, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        gy = _expand(gy, self.shape, self.axes, self.keepdims) / self.count
+        return xp.broadcast_to(gy, self.shape)
+
+
+class Max(Function):
+    """y = max_axes x;   gx = gy at the maximum, 0 elsewhere (ties share it equally)."""
+    def __init__(self, axis=None, keepdims=False):
+        self.axis, self.keepdims = axis, keepdims
+
+    def forward(self, x):
+        self.x, self.axes = x, _normalize_axis(self.axis, x.ndim)
+        self.y = x.max(axis=self.axes, keepdims=True)
+        return self.y if self.keepdims else self.y.reshape(
+            [n for i, n in enumerate(x.shape) if i not in self.axes])
+
+    def backward(self, gy):
+        is_max = self.x == self.y
+        ties = is_max.sum(axis=self.axes, keepdims=True)
+        return _expand(gy, self.x.shape, self.axes, self.keepdims) * is_max / ties
+
+
+class Var(Function):
+    """y = (1/(n - ddof)) Σ (x - x̄)²;   gx = gy · 2 (x - x̄) / (n - ddof)."""
+    def __init__(self, axis=None, keepdims=False, ddof=0):
+        self.axis, self.keepdims, self.ddof = axis, keepdims, ddof
+
+    def forward(self, x):
+        _check_float("var", x)
+        self.axes = _normalize_axis(self.axis, x.ndim)
+        self.shape = x.shape
+        count = 1
+        for a in self.axes:
+            count *= x.shape[a]
+        self.divisor = count - self.ddof
+        self.centered = x - x.mean(axis=self.axes, keepdims=True)
+        return (self.centered ** 2).sum(axis=self.axes, keepdims=self.keepdims) / self.divisor
+
+    def backward(self, gy):
+        gy = _expand(gy, self.shape, self.axes, self.keepdims)
+        return gy * 2 * self.centered / self.divisor
+
+
+# ----------------------------------------------------------------------------- public API
+
+def _pair(a, b):
+    """Make both operands tensors; a Python number takes the other's dtype and device."""
+    if isinstance(a, Tensor):
+        return a, as_tensor(b, like=a)
+    return as_tensor(a, like=b if isinstance(b, Tensor) else None), as_tensor(b)
+
+
+def add(a, b): return Add()(*_pair(a, b))
+def sub(a, b): return Sub()(*_pair(a, b))
+def mul(a, b): return Mul()(*_pair(a, b))
+def div(a, b): return Div()(*_pair(a, b))
+def maximum(a, b): return Maximum()(*_pair(a, b))
+def neg(x): return Neg()(x)
+def exp(x): return Exp()(x)
+def log(x): return Log()(x)
+def sqrt(x): return Sqrt()(x)
+def clip(x, low, high): return Clip(low, high)(x)
+def cast(x, dtype): return Cast(dtype)(x)
+
+
+def pow(x, exponent):
+    if isinstance(exponent, Tensor):
+        raise TypeError("pow: the exponent must be a Python number, got a Tensor")
+    return Pow(exponent)(x)
+
+
+def matmul(a, b):
+    return MatMul()(*_pair(a, b))
+
+
+def where(condition, a, b):
+    """Elementwise ``a if condition else b``; ``condition`` is a boolean array or Tensor."""
+    condition = condition.data if isinstance(condition, Tensor) else condition
+    return Where(condition)(*_pair(a, b))
+
+
+def sum(x, axis=None, keepdims=False): return Sum(axis, keepdims)(x)
+def mean(x, axis=None, keepdims=False): return Mean(axis, keepdims)(x)
+def max(x, axis=None, keepdims=False): return Max(axis, keepdims)(x)
+def var(x, axis=None, keepdims=False, ddof=0): return Var(axis, keepdims, ddof)(x)

@@ -1,0 +1,170 @@
+"""Operations that move numbers around without changing them: their gradients move the
+gradient back to where each number came from."""
+import builtins
+
+from minicnn.backend import get_array_module
+from minicnn.tensor import Function, Tensor
+
+
+class Reshape(Function):
+    """y = x viewed with a new shape;   gx = gy reshaped back."""
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        self.input_shape = x.shape
+        try:
+            return x.reshape(self.shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot view {x.shape} ({x.size} elements) as "
+                             f"{self.shape}") from None
+
+    def backward(self, gy):
+        return gy.reshape(self.input_shape)
+
+
+class Transpose(Function):
+    """y = x with axes permuted;   gx = gy with the inverse permutation."""
+    def __init__(self, axes=None):
+        self.axes = None if axes is None else tuple(axes)
+
+    def forward(self, x):
+        axes = self.axes or tuple(reversed(range(x.ndim)))
+        if sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
+            raise ValueError(f"transpose: axes {axes} are not a permutation of the "
+                             f"{x.ndim} axes of a tensor of shape {x.shape}")
+        self.inverse = tuple(sorted(range(x.ndim), key=lambda i: axes[i] % x.ndim))
+        return x.transpose(axes)
+
+    def backward(self, gy):
+        return gy.transpose(self.inverse)
+
+
+class GetItem(Function):
+    """y = x[index] (basic or integer-array indexing);   gx = zeros with gy put at index.
+
+    ``xp.add.at`` accumulates, so an index that picks the same element twice gets both
+    gradients.
+    """
+    def __init__(self, index):
+        self.index = index.data if isinstance(index, Tensor) else index
+
+    def forward(self, x):
+        self.shape, self.dtype = x.shape, x.dtype
+        return x[self.index]
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        gx = xp.zeros(self.shape, dtype=self.dtype)
+        xp.add.at(gx, self.index, gy)
+        return gx
+
+
+class Pad(Function):
+    """y = x with ``value`` added around: ``pad_width`` is ((before, after), ...) per axis.
+
+    gx = gy with the border cut off. Asymmetric padding (TensorFlow's "same" at stride 2:
+    ((0,0), (0,0), (0,1), (0,1))) goes through here before a convolution.
+    """
+    def __init__(self, pad_width, value=0.0):
+        self.pad_width, self.value = pad_width, value
+
+    def forward(self, x):
+        if len(self.pad_width) != x.ndim:
+            raise ValueError(f"pad: pad_width needs one (before, after) pair per axis: "
+                             f"{x.ndim} for shape {x.shape}, got {len(self.pad_width)}")
+        xp = get_array_module(x)
+        return xp.pad(x, self.pad_width, mode="constant", constant_values=self.value)
+
+    def backward(self, gy):
+        return gy[tuple(slice(before, gy.shape[i] - after)
+                        for i, (before, after) in enumerate(self.pad_width))]
+
+
+class Concat(Function):
+    """y = [x₁, x₂, ...] joined along ``axis``;   gxᵢ = the slice of gy that xᵢ filled."""
+    def __init__(self, axis):
+        self.axis = axis
+
+    def forward(self, *xs):
+        first = xs[0]
+        axis = self.axis % first.ndim
+        for i, x in enumerate(xs):
+            if x.ndim != first.ndim or any(m != n for d, (m, n) in
+                                           enumerate(zip(x.shape, first.shape)) if d != axis):
+                raise ValueError(f"concat: all inputs must match except along axis {axis}; "
+                                 f"input 0 has shape {first.shape}, input {i} has {x.shape}")
+        self.sizes = [x.shape[axis] for x in xs]
+        self.axis = axis
+        return get_array_module(first).concatenate(xs, axis=axis)
+
+    def backward(self, gy):
+        return _split_array(gy, self.sizes, self.axis)
+
+
+def _split_array(x, sizes, axis):
+    pieces, start = [], 0
+    for size in sizes:
+        index = [slice(None)] * x.ndim
+        index[axis] = slice(start, start + size)
+        pieces.append(x[tuple(index)])
+        start += size
+    return tuple(pieces)
+
+
+class Split(Function):
+    """(y₁, y₂, ...) = x cut along ``axis`` into pieces of ``sizes``;   gx = [gy₁, gy₂, ...]."""
+    def __init__(self, sizes, axis):
+        self.sizes, self.axis = list(sizes), axis
+
+    def forward(self, x):
+        self.axis = self.axis % x.ndim
+        if builtins.sum(self.sizes) != x.shape[self.axis]:
+            raise ValueError(f"split: sizes {self.sizes} add up to {builtins.sum(self.sizes)}, "
+                             f"but axis {self.axis} of shape {x.shape} has {x.shape[self.axis]}")
+        return _split_array(x, self.sizes, self.axis)
+
+    def backward(self, *gys):
+        return get_array_module(gys[0]).concatenate(gys, axis=self.axis)
+
+
+# ----------------------------------------------------------------------------- public API
+
+def reshape(x, shape):
+    return Reshape(shape)(x)
+
+
+def transpose(x, axes=None):
+    return Transpose(axes)(x)
+
+
+def flatten(x, start_dim=1):
+    """Keep the first ``start_dim`` axes, merge the rest: (N, C, H, W) -> (N, C·H·W)."""
+    return Reshape(tuple(x.shape[:start_dim]) + (-1,))(x)
+
+
+def getitem(x, index):
+    return GetItem(index)(x)
+
+
+def pad(x, pad_width, value=0.0):
+    return Pad(tuple(tuple(p) for p in pad_width), value)(x)
+
+
+def concat(tensors, axis=1):
+    if len(tensors) == 0:
+        raise ValueError("concat: needs at least one tensor")
+    return Concat(axis)(*tensors)
+
+
+def split(x, sizes_or_sections, axis=1):
+    """Split into pieces of the given ``sizes`` (a list) or into ``n`` equal sections."""
+    length = x.shape[axis]
+    if isinstance(sizes_or_sections, int):
+        if length % sizes_or_sections:
+            raise ValueError(f"split: axis {axis} of length {length} does not divide into "
+                             f"{sizes_or_sections} equal sections")
+        sizes = [length // sizes_or_sections] * sizes_or_sections
+    else:
+        sizes = list(sizes_or_sections)
+    return Split(sizes, axis)(x)

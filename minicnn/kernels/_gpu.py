@@ -1,0 +1,45 @@
+"""Compiling the CUDA sources of the kernels with CuPy, once per (source, dtype).
+
+Each GPU kernel is plain CUDA C written for an element type ``T``; we prepend
+``typedef float T;`` or ``typedef double T;`` so one source serves float32 and float64.
+Tests compile every source with ``nvcc`` too (see tests/test_kernels_gpu.py), so a typo
+cannot hide on a machine without a GPU.
+"""
+import numpy as np
+
+from minicnn.backend import cupy_or_none
+
+_TYPE_NAMES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+_cache = {}
+
+#: every CUDA source registered by a kernel module: name -> source (for the nvcc test)
+SOURCES = {}
+
+
+def register(name, source):
+    """Record a kernel's CUDA source under the name of its ``__global__`` function."""
+    SOURCES[name] = source
+    return source
+
+
+def typed_source(source, dtype):
+    return f"typedef {_TYPE_NAMES[np.dtype(dtype)]} T;\n{source}"
+
+
+def kernel(name, dtype):
+    """The compiled ``cupy.RawKernel`` called ``name`` for element type ``dtype``."""
+    key = (name, np.dtype(dtype))
+    if key not in _cache:
+        cupy = cupy_or_none()
+        if np.dtype(dtype) not in _TYPE_NAMES:
+            raise TypeError(f"GPU kernel {name}: expected float32 or float64, got {dtype}")
+        _cache[key] = cupy.RawKernel(typed_source(SOURCES[name], dtype), name)
+    return _cache[key]
+
+
+def launch(name, dtype, total, *args, block=256):
+    """Run kernel ``name`` with one thread per output element (``total`` of them)."""
+    if total == 0:
+        return
+    grid = (total + block - 1) // block
+    kernel(name, dtype)((grid,), (block,), args)

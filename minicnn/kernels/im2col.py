@@ -1,0 +1,236 @@
+"""im2col and col2im: turning a convolution into one matrix product.
+
+Notation (as in every kernel here)::
+
+    N batch, H W input height and width, C input channels, G groups, Cg = C / G
+    KH KW kernel, SH SW stride, PH PW padding, DH DW dilation, OH OW output size
+    M = N·OH·OW output positions, K = KH·KW·Cg values under one window of one group
+
+im2col copies, for every output position m = (n, oh, ow), the KH×KW×Cg input values its
+window covers into row m of a matrix, one matrix per group::
+
+    cols[g, m, (i·KW + j)·Cg + c] = x[n, oh·SH − PH + i·DH, ow·SW − PW + j·DW, g·Cg + c]
+
+(0 where the window hangs over the padding). The convolution is then a GEMM:
+``y[g] = cols[g] @ w[g]`` with w[g] of shape (K, C_out/G).
+
+col2im is its adjoint: every entry of cols is *added* back to the input position it
+was copied from. That is the input gradient of the convolution: gx = col2im(gy @ wᵀ).
+
+Why channels last: with C innermost, the Cg values under one kernel tap are contiguous
+in both x and cols, so each copy is a run of memcpy-like stores. With NCHW they would be
+C separate strided gathers; on this machine a ResNet layer-2 im2col drops from ≈31 ms to
+≈9 ms (a bare copy of the same bytes takes ≈8 ms).
+"""
+import numpy as np
+from numba import njit, prange
+
+from minicnn.backend import get_array_module
+from minicnn.kernels import _gpu
+from minicnn.kernels import output_size
+
+
+class ConvGeometry:
+    """Everything about a sliding window except the numbers: sizes, stride, padding."""
+
+    def __init__(self, input_shape, kernel_size, stride, padding, dilation, groups=1):
+        self.N, self.H, self.W, self.C = input_shape
+        self.KH, self.KW = kernel_size
+        self.SH, self.SW = stride
+        self.PH, self.PW = padding
+        self.DH, self.DW = dilation
+        self.G = groups
+        self.OH = output_size(self.H, self.KH, self.SH, self.PH, self.DH)
+        self.OW = output_size(self.W, self.KW, self.SW, self.PW, self.DW)
+        self.Cg = self.C // groups
+        self.M = self.N * self.OH * self.OW
+        self.K = self.KH * self.KW * self.Cg
+
+    def args(self):
+        """The integers every kernel takes, in one fixed order."""
+        return (self.KH, self.KW, self.SH, self.SW, self.PH, self.PW, self.DH, self.DW,
+                self.OH, self.OW, self.G)
+
+
+# ----------------------------------------------------------------------------- reference
+
+def im2col_reference(x, geometry):
+    """Plain NumPy: pad once, then copy one strided slice per kernel tap (i, j)."""
+    g = geometry
+    padded = np.pad(x, ((0, 0), (g.PH, g.PH), (g.PW, g.PW), (0, 0)))
+    cols = np.empty((g.N, g.OH, g.OW, g.KH, g.KW, g.C), dtype=x.dtype)
+    for i in range(g.KH):
+        for j in range(g.KW):
+            top, left = i * g.DH, j * g.DW
+            cols[:, :, :, i, j, :] = padded[:, top:top + g.SH * (g.OH - 1) + 1:g.SH,
+                                               left:left + g.SW * (g.OW - 1) + 1:g.SW, :]
+    # (N, OH, OW, KH, KW, G, Cg) -> (G, M, K)
+    cols = cols.reshape(g.N, g.OH, g.OW, g.KH, g.KW, g.G, g.Cg)
+    return cols.transpose(5, 0, 1, 2, 3, 4, 6).reshape(g.G, g.M, g.K)
+
+
+def col2im_reference(cols, geometry):
+    """Plain NumPy: add each kernel tap's slice back into a padded gradient, then crop."""
+    g = geometry
+    cols = cols.reshape(g.G, g.N, g.OH, g.OW, g.KH, g.KW, g.Cg).transpose(1, 2, 3, 4, 5, 0, 6)
+    cols = cols.reshape(g.N, g.OH, g.OW, g.KH, g.KW, g.C)
+    padded = np.zeros((g.N, g.H + 2 * g.PH, g.W + 2 * g.PW, g.C), dtype=cols.dtype)
+    for i in range(g.KH):
+        for j in range(g.KW):
+            top, left = i * g.DH, j * g.DW
+            padded[:, top:top + g.SH * (g.OH - 1) + 1:g.SH,
+                   left:left + g.SW * (g.OW - 1) + 1:g.SW, :] += cols[:, :, :, i, j, :]
+    return padded[:, g.PH:g.PH + g.H, g.PW:g.PW + g.W, :]
+
+
+# ----------------------------------------------------------------------------- cpu (Numba)
+
+@njit(parallel=True, cache=True)
+def _im2col_cpu(x, cols, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
+    N, H, W, C = x.shape
+    Cg = C // G
+    for row in prange(N * OH):           # each thread fills whole rows of cols: no sharing
+        n, oh = row // OH, row % OH
+        for ow in range(OW):
+            m = row * OW + ow
+            for i in range(KH):
+                ih = oh * SH - PH + i * DH
+                for j in range(KW):
+                    iw = ow * SW - PW + j * DW
+                    base = (i * KW + j) * Cg
+                    inside = 0 <= ih < H and 0 <= iw < W
+                    for g in range(G):
+                        for c in range(Cg):
+                            cols[g, m, base + c] = x[n, ih, iw, g * Cg + c] if inside else 0
+
+
+@njit(parallel=True, cache=True)
+def _col2im_cpu(cols, gx, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
+    N, H, W, C = gx.shape
+    Cg = C // G
+    for n in prange(N):                  # each thread owns whole samples of gx: no races
+        for oh in range(OH):
+            for ow in range(OW):
+                m = (n * OH + oh) * OW + ow
+                for i in range(KH):
+                    ih = oh * SH - PH + i * DH
+                    if ih < 0 or ih >= H:
+                        continue
+                    for j in range(KW):
+                        iw = ow * SW - PW + j * DW
+                        if iw < 0 or iw >= W:
+                            continue
+                        base = (i * KW + j) * Cg
+                        for g in range(G):
+                            for c in range(Cg):
+                                gx[n, ih, iw, g * Cg + c] += cols[g, m, base + c]
+
+
+def im2col_cpu(x, geometry, out=None):
+    cols = np.empty((geometry.G, geometry.M, geometry.K), dtype=x.dtype) if out is None else out
+    _im2col_cpu(x, cols, *geometry.args())
+    return cols
+
+
+def col2im_cpu(cols, geometry):
+    g = geometry
+    gx = np.zeros((g.N, g.H, g.W, g.C), dtype=cols.dtype)
+    _col2im_cpu(cols, gx, *g.args())
+    return gx
+
+
+# ----------------------------------------------------------------------------- gpu (CuPy)
+
+_IM2COL_CUDA = _gpu.register("im2col_nhwc", r"""
+extern "C" __global__ void im2col_nhwc(
+        const T* x, T* cols, int N, int H, int W, int C,
+        int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW,
+        int OH, int OW, int G) {
+    // one thread per element of cols (G, M, K); consecutive threads walk the channels
+    int Cg = C / G, K = KH * KW * Cg;
+    long long M = (long long)N * OH * OW;
+    long long total = G * M * K;
+    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
+         idx += (long long)blockDim.x * gridDim.x) {
+        int k = idx % K;  long long gm = idx / K;
+        long long m = gm % M;  int g = gm / M;
+        int c = k % Cg, tap = k / Cg, j = tap % KW, i = tap / KW;
+        int ow = m % OW, oh = (m / OW) % OH, n = m / ((long long)OW * OH);
+        int ih = oh * SH - PH + i * DH, iw = ow * SW - PW + j * DW;
+        cols[idx] = (ih >= 0 && ih < H && iw >= 0 && iw < W)
+            ? x[(((long long)n * H + ih) * W + iw) * C + g * Cg + c] : (T)0;
+    }
+}
+""")
+
+_COL2IM_CUDA = _gpu.register("col2im_nhwc", r"""
+extern "C" __global__ void col2im_nhwc(
+        const T* cols, T* gx, int N, int H, int W, int C,
+        int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW,
+        int OH, int OW, int G) {
+    // one thread per input element: it *gathers* every cols entry copied from it,
+    // so no two threads write the same address and no atomics are needed
+    int Cg = C / G, K = KH * KW * Cg;
+    long long M = (long long)N * OH * OW;
+    long long total = (long long)N * H * W * C;
+    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
+         idx += (long long)blockDim.x * gridDim.x) {
+        int c_all = idx % C, iw = (idx / C) % W, ih = (idx / ((long long)C * W)) % H;
+        int n = idx / ((long long)C * W * H);
+        int g = c_all / Cg, c = c_all % Cg;
+        T sum = 0;
+        for (int i = 0; i < KH; ++i) {
+            int oh_s = ih + PH - i * DH;
+            if (oh_s < 0 || oh_s % SH) continue;
+            int oh = oh_s / SH;  if (oh >= OH) continue;
+            for (int j = 0; j < KW; ++j) {
+                int ow_s = iw + PW - j * DW;
+                if (ow_s < 0 || ow_s % SW) continue;
+                int ow = ow_s / SW;  if (ow >= OW) continue;
+                long long m = ((long long)n * OH + oh) * OW + ow;
+                sum += cols[((long long)g * M + m) * K + (i * KW + j) * Cg + c];
+            }
+        }
+        gx[idx] = sum;
+    }
+}
+""")
+
+
+def _shape_args(g):
+    return (np.int32(g.N), np.int32(g.H), np.int32(g.W), np.int32(g.C)) + tuple(
+        np.int32(v) for v in g.args())
+
+
+def im2col_gpu(x, geometry, out=None):
+    import cupy
+    g = geometry
+    x = cupy.ascontiguousarray(x)
+    cols = cupy.empty((g.G, g.M, g.K), dtype=x.dtype) if out is None else out
+    _gpu.launch("im2col_nhwc", x.dtype, cols.size, x, cols, *_shape_args(g))
+    return cols
+
+
+def col2im_gpu(cols, geometry):
+    import cupy
+    g = geometry
+    gx = cupy.empty((g.N, g.H, g.W, g.C), dtype=cols.dtype)
+    _gpu.launch("col2im_nhwc", cols.dtype, gx.size, cupy.ascontiguousarray(cols), gx,
+                *_shape_args(g))
+    return gx
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+def im2col(x, geometry, out=None):
+    """(N, H, W, C) channels-last input -> cols (G, M, K); see the module docstring."""
+    if get_array_module(x) is np:
+        return im2col_cpu(x, geometry, out)
+    return im2col_gpu(x, geometry, out)
+
+
+def col2im(cols, geometry):
+    """cols (G, M, K) -> (N, H, W, C) gradient, adding overlapping windows together."""
+    if get_array_module(cols) is np:
+        return col2im_cpu(cols, geometry)
+    return col2im_gpu(cols, geometry)

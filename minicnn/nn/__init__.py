@@ -1,0 +1,11 @@
+"""Layers and networks: ``Module``, ``Parameter`` and the layers of every architecture."""
+from minicnn.nn.module import Module, Parameter
+from minicnn.nn.container import Sequential, ModuleList, ModuleDict
+from minicnn.nn.layers import (Identity, Flatten, Linear, ReLU, ReLU6, LeakyReLU, Sigmoid,
+                               Tanh, ScaledTanh, SiLU, Swish, HardSigmoid, HardSwish, Softmax,
+                               Dropout, Dropout2d, DropPath)
+from minicnn.nn.conv import Conv2d, ZeroPad2d
+from minicnn.nn.pool import (MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d,
+                             GlobalAvgPool2d)
+from minicnn.nn.norm import BatchNorm1d, BatchNorm2d, LocalResponseNorm
+from minicnn.nn import init

@@ -1,0 +1,360 @@
+"""The whole autograd: ``Tensor``, ``Function`` and ``backward()``.
+
+Read this file top to bottom; everything else in minicnn is operations built on it.
+
+The idea (define-by-run)
+------------------------
+Every operation on tensors is a ``Function``. Calling one computes its result on raw
+arrays *and* records, in the result, which Function made it and from which inputs::
+
+    a ──┐
+        ├── Mul ──> c ──┐
+    b ──┘               ├── Add ──> e
+                 d ─────┘
+
+The arrows form a directed acyclic graph. ``e.backward()`` walks it from the output back
+to the leaves, calling each Function's ``backward`` with the gradient of the loss with
+respect to its output (the chain rule, one node at a time), and adds the gradients that
+arrive at a tensor from each of its consumers.
+
+Why a topological sort, and not recursion?
+------------------------------------------
+The obvious recursive version, ``def backward(t): push grad into t.creator, then recurse
+into each input``, is wrong and fragile:
+
+* **wrong** when a tensor is used twice. In ``e = a*b + a*c`` (or just ``a + a``, or a
+  residual block ``y = x + f(x)``) the gradient of ``x`` is the *sum* of what flows back
+  along both paths. Recursing into ``x``'s creator after the first path would push an
+  incomplete gradient further down. A node may only run backward once *all* its
+  consumers have reported: that is exactly "reverse topological order".
+* **fragile** in depth: a 150-layer ResNet is a chain of hundreds of Functions and
+  Python's recursion limit (1000 frames) is not far.
+
+So ``backward`` first lists the Functions in topological order with an explicit stack
+(no recursion), then runs them in reverse, accumulating gradients in a dictionary.
+
+Memory
+------
+After a Function has run backward, it drops its inputs and saved arrays, so activations
+are freed as the backward pass moves toward the input. Calling ``backward`` through the
+same graph again then raises a clear error (pass ``retain_graph=True`` to keep it).
+A Function keeps its inputs but not its outputs (only their shapes), so the graph is
+owned by the tensors at its end: drop the loss and the whole graph is freed.
+"""
+import contextlib
+
+import numpy as np
+
+from minicnn.backend import device_of, get_array_module, to_device
+
+# ----------------------------------------------------------------------------- config
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside ``with no_grad():`` operations record no graph (inference, updates)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+DEFAULT_DTYPE = np.float32
+
+
+def _as_array(value, dtype=None):
+    """Turn Python numbers and lists into float32 arrays; keep arrays' own dtype."""
+    if type(value).__module__.startswith("cupy") or isinstance(value, np.ndarray):
+        return value if dtype is None else value.astype(dtype, copy=False)
+    array = np.asarray(value)
+    if dtype is not None:
+        return array.astype(dtype, copy=False)
+    if array.dtype.kind == "f" and array.dtype != np.float64 or array.dtype.kind in "iub":
+        return array
+    return array.astype(DEFAULT_DTYPE)  # Python floats and lists become float32
+
+
+# ----------------------------------------------------------------------------- Tensor
+
+class Tensor:
+    """An array plus what autograd needs: ``grad``, ``requires_grad`` and its creator.
+
+    ``data`` is a ``numpy.ndarray`` (CPU) or ``cupy.ndarray`` (GPU). ``grad`` is an array
+    of the same shape, or ``None`` until a backward pass reaches this tensor. Gradients
+    *accumulate* into ``grad`` (like PyTorch): call ``optimizer.zero_grad()`` (or set
+    ``grad = None``) before each new backward pass.
+    """
+
+    __array_priority__ = 1000  # so that ``ndarray * tensor`` calls Tensor.__rmul__
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        self.data = _as_array(data, dtype)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, "
+                            f"got dtype {self.data.dtype}")
+        self.requires_grad = bool(requires_grad)
+        self.grad = None
+        self.creator = None      # the Function that produced this tensor (None: a leaf)
+        self.output_index = 0    # which of the creator's outputs this tensor is
+        self.name = None
+
+    # -- plain properties ------------------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    size = property(lambda self: self.data.size)
+    device = property(lambda self: device_of(self.data))
+    is_leaf = property(lambda self: self.creator is None)
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        body = np.array2string(self.numpy(), precision=4, separator=", ", threshold=20)
+        extra = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({body}, dtype={self.dtype}{extra})"
+
+    def numpy(self):
+        """The data as a NumPy array (copied from the GPU when it lives there)."""
+        return to_device(self.data, "cpu")
+
+    def item(self):
+        if self.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def to(self, device):
+        """A copy on ``device`` ("cpu" or "gpu"); a leaf stays a leaf."""
+        return Tensor(to_device(self.data, device), requires_grad=self.requires_grad)
+
+    def detach(self):
+        """The same data, cut from the graph."""
+        return Tensor(self.data)
+
+    def astype(self, dtype):
+        return F.cast(self, dtype)
+
+    def requires_grad_(self, flag=True):
+        if flag and self.data.dtype.kind != "f":
+            raise TypeError(f"only floating-point tensors can require gradients, "
+                            f"got dtype {self.data.dtype}")
+        self.requires_grad = flag
+        return self
+
+    # -- backward ----------------------------------------------------------------
+    def backward(self, grad=None, retain_graph=False):
+        """Compute d(self)/d(leaf) for every leaf that requires grad; see module doc."""
+        if not self.requires_grad:
+            raise RuntimeError("backward() on a tensor that does not require grad "
+                               "(no input of the computation had requires_grad=True)")
+        if grad is None:
+            if self.size != 1:
+                raise RuntimeError(f"backward() without a gradient needs a scalar output, "
+                                   f"got shape {self.shape}")
+            grad = get_array_module(self.data).ones_like(self.data)
+        grad = grad.data if isinstance(grad, Tensor) else grad
+        if self.creator is None:                     # backward on a leaf itself
+            self._accumulate(grad)
+            return
+
+        # grads[id(function)] holds the gradients of that function's outputs, one slot each
+        grads = {id(self.creator): self.creator.empty_grads()}
+        grads[id(self.creator)][self.output_index] = grad
+        for function in reversed(_topological_order(self.creator)):
+            output_grads = grads.pop(id(function), None)
+            if output_grads is None:
+                continue  # none of this function's outputs leads to the loss
+            if function.inputs is None:
+                raise RuntimeError(
+                    f"backward through {type(function).__name__} a second time: its saved "
+                    "arrays were freed after the first backward. Recompute the forward pass, "
+                    "or call backward(retain_graph=True) the first time.")
+            input_grads = function.backward(*function.fill_missing(output_grads))
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            for tensor, g in zip(function.inputs, input_grads):
+                if g is None or not tensor.requires_grad:
+                    continue
+                if tensor.creator is None:           # a leaf: keep the gradient
+                    tensor._accumulate(g)
+                    continue
+                slots = grads.setdefault(id(tensor.creator), tensor.creator.empty_grads())
+                i = tensor.output_index
+                # several consumers of one tensor: their gradients add up
+                slots[i] = g if slots[i] is None else slots[i] + g
+            if not retain_graph:
+                function.release()
+
+    def _accumulate(self, grad):
+        if grad.shape != self.shape:
+            raise RuntimeError(f"gradient shape {grad.shape} does not match tensor shape "
+                               f"{self.shape}")
+        if grad.dtype != self.dtype:
+            grad = grad.astype(self.dtype)
+        # Never alias: a backward may hand the same array to two leaves.
+        self.grad = grad.copy() if self.grad is None else self.grad + grad
+
+    # -- operators: each is one Function from minicnn.functional -----------------
+    def __add__(self, other): return F.add(self, other)
+    def __radd__(self, other): return F.add(other, self)
+    def __sub__(self, other): return F.sub(self, other)
+    def __rsub__(self, other): return F.sub(other, self)
+    def __mul__(self, other): return F.mul(self, other)
+    def __rmul__(self, other): return F.mul(other, self)
+    def __truediv__(self, other): return F.div(self, other)
+    def __rtruediv__(self, other): return F.div(other, self)
+    def __neg__(self): return F.neg(self)
+    def __pow__(self, exponent): return F.pow(self, exponent)
+    def __matmul__(self, other): return F.matmul(self, other)
+    def __rmatmul__(self, other): return F.matmul(other, self)
+    def __getitem__(self, index): return F.getitem(self, index)
+
+    # comparisons give plain boolean arrays: they have no gradient
+    def __lt__(self, other): return self.data < _data(other)
+    def __le__(self, other): return self.data <= _data(other)
+    def __gt__(self, other): return self.data > _data(other)
+    def __ge__(self, other): return self.data >= _data(other)
+    __hash__ = object.__hash__  # tensors are used as identities in sets and dicts
+
+    # -- methods mirroring the functional API -------------------------------------
+    def sum(self, axis=None, keepdims=False): return F.sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return F.mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return F.max(self, axis, keepdims)
+    def var(self, axis=None, keepdims=False, ddof=0): return F.var(self, axis, keepdims, ddof)
+    def exp(self): return F.exp(self)
+    def log(self): return F.log(self)
+    def sqrt(self): return F.sqrt(self)
+    def relu(self): return F.relu(self)
+    def reshape(self, *shape): return F.reshape(self, shape[0] if len(shape) == 1 else shape)
+    def transpose(self, *axes): return F.transpose(self, axes[0] if len(axes) == 1 else axes or None)
+    def permute(self, *axes): return F.transpose(self, axes[0] if len(axes) == 1 else axes)
+    def flatten(self, start_dim=1): return F.flatten(self, start_dim)
+    T = property(lambda self: F.transpose(self))
+
+
+def _data(x):
+    return x.data if isinstance(x, Tensor) else x
+
+
+def as_tensor(x, like=None):
+    """A Tensor from a Tensor (itself), an array, or a Python number.
+
+    A number meeting a tensor takes that tensor's dtype and device, so ``0.5 * x`` stays
+    float32 and ``x + 1`` stays on the GPU.
+    """
+    if isinstance(x, Tensor):
+        return x
+    if like is not None and not hasattr(x, "shape"):
+        xp = get_array_module(like.data)
+        return Tensor(xp.asarray(x, dtype=like.dtype))
+    return Tensor(x)
+
+
+# ----------------------------------------------------------------------------- Function
+
+class Function:
+    """One differentiable operation: ``forward`` and ``backward`` on raw arrays.
+
+    Subclasses implement
+
+    * ``forward(self, *arrays) -> array or tuple of arrays`` — save on ``self`` whatever
+      backward will need (inputs, masks, indices);
+    * ``backward(self, *grad_outputs) -> array or tuple of arrays`` — one gradient per
+      input of ``forward`` (``None`` where an input needs none, e.g. integer labels).
+
+    Both receive NumPy or CuPy arrays; write them with ``xp = get_array_module(x)`` so one
+    body serves both devices. Keyword settings (stride, axis, ...) go to ``__init__``.
+    """
+    inputs = None
+
+    def __call__(self, *inputs):
+        tensors = [as_tensor(x) for x in inputs]
+        self.needs_input_grad = tuple(t.requires_grad for t in tensors)
+        outputs = self.forward(*[t.data for t in tensors])
+        single = not isinstance(outputs, tuple)
+        outputs = (outputs,) if single else outputs
+        record = _grad_enabled and any(self.needs_input_grad)
+        results = tuple(Tensor(y, requires_grad=record) for y in outputs)
+        if record:
+            self.inputs = tensors
+            # Only shapes of the outputs are kept, not the outputs: holding them would keep
+            # every activation of the graph alive until the graph itself dies.
+            self.output_specs = tuple((y.shape, y.dtype) for y in outputs)
+            for index, r in enumerate(results):
+                r.creator, r.output_index = self, index
+        return results[0] if single else results
+
+    def forward(self, *arrays):
+        raise NotImplementedError(f"{type(self).__name__} must define forward")
+
+    def backward(self, *grad_outputs):
+        raise NotImplementedError(f"{type(self).__name__} has no backward")
+
+    def empty_grads(self):
+        return [None] * len(self.output_specs)
+
+    def fill_missing(self, output_grads):
+        """Zeros for outputs no gradient reached (e.g. an unused piece of a split)."""
+        xp = get_array_module(*[g for g in output_grads if g is not None])
+        return tuple(xp.zeros(shape, dtype) if g is None else g
+                     for g, (shape, dtype) in zip(output_grads, self.output_specs))
+
+    def release(self):
+        """Drop inputs and saved arrays once backward is done: activations are freed."""
+        keep = {"output_specs", "needs_input_grad"}
+        for name in [n for n in vars(self) if n not in keep and not n.startswith("__")]:
+            value = getattr(self, name)
+            if isinstance(value, (np.ndarray, list, tuple, Tensor)) or hasattr(value, "__cuda_array_interface__"):
+                delattr(self, name)
+        self.inputs = None
+
+
+def _topological_order(root):
+    """Functions reachable from ``root``, each listed after all Functions it consumes.
+
+    Iterative depth-first search with an explicit stack: a node is appended once all
+    of its inputs' creators have been appended (post-order). Reversed, the list runs
+    every Function after all of its consumers — what the chain rule needs.
+    """
+    order, visited = [], {id(root)}
+    stack = [(root, False)]
+    while stack:
+        function, children_done = stack.pop()
+        if children_done:
+            order.append(function)
+            continue
+        stack.append((function, True))
+        for tensor in function.inputs or ():
+            creator = tensor.creator
+            if creator is not None and id(creator) not in visited and tensor.requires_grad:
+                visited.add(id(creator))
+                stack.append((creator, False))
+    return order
+
+
+def sum_to(grad, shape):
+    """Sum ``grad`` down to ``shape``: the gradient of NumPy broadcasting.
+
+    Broadcasting copies an operand along new leading axes and along axes of size 1, so
+    its gradient is the sum over those axes.
+    """
+    if grad.shape == tuple(shape):
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
+                                      if n == 1 and grad.shape[lead + i] != 1)
+    grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape)
+
+
+from minicnn import functional as F  # noqa: E402  (functional builds on the classes above)
