@@ -5,6 +5,7 @@ Start reading at ``minicnn/tensor.py``; README.md has the full tour.
 from minicnn.tensor import Tensor, Function, no_grad, is_grad_enabled
 from minicnn import functional
 from minicnn.backend import gpu_available
+from minicnn.gradcheck import gradcheck
 
 __version__ = "0.1.0"
 
@@ -14,15 +15,14 @@ def tensor(data, requires_grad=False, dtype=None):
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
-_LAZY = {"nn": "minicnn.nn", "optim": "minicnn.optim", "gradcheck": "minicnn.gradcheck",
-         "summary": "minicnn.summary"}
+_LAZY = {"nn": "minicnn.nn", "optim": "minicnn.optim", "summary": "minicnn.summary"}
 
 
 def __getattr__(name):
     # Heavier pieces load on first use, so ``import minicnn`` (and every CLI's --help) stays
-    # fast. ``minicnn.gradcheck`` and ``minicnn.summary`` are the functions of those modules.
+    # fast. ``minicnn.summary`` is the function of that module.
     import importlib
     if name not in _LAZY:
         raise AttributeError(f"module 'minicnn' has no attribute {name!r}")
     module = importlib.import_module(_LAZY[name])
-    return getattr(module, name, module) if name in ("gradcheck", "summary") else module
+    return getattr(module, name, module) if name == "summary" else module

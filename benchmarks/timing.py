@@ -1,0 +1,30 @@
+"""Timing helpers every benchmark shares: warm up, repeat, report the median."""
+import statistics
+import time
+
+
+def measure(function, repeat=5, warmup=1, min_time=0.0):
+    """Run ``function`` ``warmup`` times untimed, then ``repeat`` times timed.
+
+    Returns (median, minimum, maximum) in seconds. ``min_time`` keeps repeating a very
+    fast function until that much time was spent, so tiny ops are not timer noise.
+    """
+    for _ in range(warmup):
+        function()
+    times = []
+    started = time.perf_counter()
+    while len(times) < repeat or time.perf_counter() - started < min_time:
+        t0 = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), min(times), max(times)
+
+
+def gemm_rate(m, k, n, dtype="float32", repeat=5):
+    """GFLOP/s of NumPy's matmul (BLAS sgemm) on an (m×k)·(k×n) product."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    median, _, _ = measure(lambda: a @ b, repeat=repeat, min_time=0.2)
+    return 2.0 * m * k * n / median / 1e9

@@ -1,0 +1,219 @@
+"""conv2d against reference math, its gradients against finite differences, and its
+kernels (cpu) against their plain-NumPy reference versions."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from scipy.signal import correlate
+
+from minicnn import Tensor, functional as F, gradcheck, nn
+from minicnn.kernels import channels_last, depthwise, output_size
+from minicnn.kernels.im2col import (ConvGeometry, col2im_cpu, col2im_reference, im2col_cpu,
+                                    im2col_reference)
+
+
+def conv2d_loops(x, w, b, stride, padding, dilation, groups):
+    """The definition, as nested loops: the obvious truth every fast path is held to."""
+    N, C, H, W = x.shape
+    CO, Cg, KH, KW = w.shape
+    (SH, SW), (PH, PW), (DH, DW) = stride, padding, dilation
+    OH = (H + 2 * PH - DH * (KH - 1) - 1) // SH + 1
+    OW = (W + 2 * PW - DW * (KW - 1) - 1) // SW + 1
+    y = np.zeros((N, CO, OH, OW))
+    per_group = CO // groups
+    for n in range(N):
+        for o in range(CO):
+            g = o // per_group
+            for oh in range(OH):
+                for ow in range(OW):
+                    total = 0.0 if b is None else b[o]
+                    for c in range(Cg):
+                        for i in range(KH):
+                            for j in range(KW):
+                                ih, iw = oh * SH - PH + i * DH, ow * SW - PW + j * DW
+                                if 0 <= ih < H and 0 <= iw < W:
+                                    total += x[n, g * Cg + c, ih, iw] * w[o, c, i, j]
+                    y[n, o, oh, ow] = total
+    return y
+
+
+@st.composite
+def conv_settings(draw, max_side=7):
+    """Random but valid convolution problems: every path (dense, grouped, depthwise with
+    multiplier, 1×1, dilated, rectangular, strided) is reachable."""
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    depthwise_case = draw(st.booleans())
+    in_per_group = 1 if depthwise_case else draw(st.integers(1, 3))
+    channels = groups * in_per_group
+    if depthwise_case:
+        groups = channels = draw(st.integers(1, 4))
+    out_channels = groups * draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), max_side))
+    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), max_side))
+    n = draw(st.integers(1, 3))
+    seed = draw(st.integers(0, 2 ** 16))
+    return dict(shape=(n, channels, h, w), weight=(out_channels, channels // groups, kh, kw),
+                stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=groups,
+                bias=draw(st.booleans()), seed=seed)
+
+
+def _arrays(case, dtype=np.float64):
+    rng = np.random.default_rng(case["seed"])
+    x = rng.standard_normal(case["shape"]).astype(dtype)
+    w = rng.standard_normal(case["weight"]).astype(dtype)
+    b = rng.standard_normal(case["weight"][0]).astype(dtype) if case["bias"] else None
+    return x, w, b
+
+
+@settings(deadline=None)
+@given(conv_settings())
+def test_forward_equals_nested_loops(case):
+    x, w, b = _arrays(case)
+    y = F.conv2d(Tensor(x), Tensor(w), None if b is None else Tensor(b), case["stride"],
+                 case["padding"], case["dilation"], case["groups"])
+    expected = conv2d_loops(x, w, b, case["stride"], case["padding"], case["dilation"],
+                            case["groups"])
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-10, atol=1e-10)
+
+
+@settings(deadline=None)
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(3, 8),
+       st.integers(1, 3), st.integers(0, 2 ** 16))
+def test_forward_equals_scipy_correlate(n, channels, out_channels, side, kernel, seed):
+    """SciPy's correlate is an independent truth for stride 1, no padding, groups 1."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, channels, side, side))
+    w = rng.standard_normal((out_channels, channels, kernel, kernel))
+    y = F.conv2d(Tensor(x), Tensor(w)).numpy()
+    expected = np.stack([np.stack([correlate(x[i], w[o], mode="valid")[0]
+                                   for o in range(out_channels)]) for i in range(n)])
+    np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+
+
+@settings(deadline=None, max_examples=20)
+@given(conv_settings(max_side=5))
+def test_backward_passes_gradcheck(case):
+    x, w, b = _arrays(case)
+    inputs = [Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)]
+    if b is not None:
+        inputs.append(Tensor(b, requires_grad=True))
+
+    def convolve(*tensors):
+        return F.conv2d(*tensors[:2], tensors[2] if len(tensors) == 3 else None,
+                        case["stride"], case["padding"], case["dilation"], case["groups"])
+    assert gradcheck(convolve, inputs)
+
+
+def test_float32_stays_float32_and_output_is_channels_last():
+    x = Tensor(np.ones((2, 3, 8, 8), np.float32))
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    y = conv(x)
+    assert y.dtype == np.float32 and y.shape == (2, 4, 8, 8)
+    # NCHW shape over (N, H, W, C) memory: the channel stride is the element size
+    assert y.data.strides[1] == 4
+
+
+def test_non_contiguous_input_gives_same_result():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 8, 8, 3))               # NHWC memory
+    w = rng.standard_normal((4, 3, 3, 3))
+    nchw_view = x.transpose(0, 3, 1, 2)
+    contiguous = np.ascontiguousarray(nchw_view)
+    a = F.conv2d(Tensor(nchw_view), Tensor(w), padding=1).numpy()
+    b = F.conv2d(Tensor(contiguous), Tensor(w), padding=1).numpy()
+    np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- kernels
+
+@settings(deadline=None)
+@given(conv_settings())
+def test_im2col_cpu_equals_reference(case):
+    x, w, _ = _arrays(case, np.float32)
+    x_nhwc = channels_last(x)
+    g = ConvGeometry(x_nhwc.shape, w.shape[2:], case["stride"], case["padding"],
+                     case["dilation"], case["groups"])
+    np.testing.assert_array_equal(im2col_cpu(x_nhwc, g), im2col_reference(x_nhwc, g))
+    cols = np.random.default_rng(case["seed"]).standard_normal((g.G, g.M, g.K))
+    np.testing.assert_allclose(col2im_cpu(cols, g), col2im_reference(cols, g), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_col2im_is_the_adjoint_of_im2col():
+    """<im2col(x), c> = <x, col2im(c)>: col2im is exactly im2col's transpose."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 7, 6, 4))
+    g = ConvGeometry(x.shape, (3, 2), (2, 1), (1, 1), (1, 2), groups=2)
+    c = rng.standard_normal((g.G, g.M, g.K))
+    assert np.isclose((im2col_cpu(x, g) * c).sum(), (x * col2im_cpu(c, g)).sum())
+
+
+@settings(deadline=None)
+@given(st.integers(1, 3), st.integers(1, 5), st.sampled_from([1, 2]), st.integers(1, 3),
+       st.integers(1, 2), st.integers(0, 1), st.integers(1, 2), st.integers(0, 2 ** 16))
+def test_depthwise_cpu_equals_reference(n, channels, mult, kernel, stride, padding, dilation,
+                                        seed):
+    rng = np.random.default_rng(seed)
+    side = dilation * (kernel - 1) + 1 + rng.integers(0, 5)
+    x = rng.standard_normal((n, side, side, channels))
+    w = rng.standard_normal((kernel, kernel, channels * mult))
+    g = ConvGeometry(x.shape, (kernel, kernel), (stride,) * 2, (padding,) * 2, (dilation,) * 2,
+                     groups=channels)
+    gy = rng.standard_normal((n, g.OH, g.OW, channels * mult))
+    close = dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(depthwise.forward_cpu(x, w, g, mult),
+                               depthwise.forward_reference(x, w, g, mult), **close)
+    np.testing.assert_allclose(depthwise.backward_input_cpu(gy, w, g, mult),
+                               depthwise.backward_input_reference(gy, w, g, mult), **close)
+    np.testing.assert_allclose(depthwise.backward_weight_cpu(gy, x, g, mult),
+                               depthwise.backward_weight_reference(gy, x, g, mult), **close)
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding, dilation, ceil, expected", [
+    (227, 11, 4, 0, 1, False, 55),     # AlexNet conv1
+    (55, 3, 2, 0, 1, False, 27),       # AlexNet overlapping pool
+    (110, 3, 2, 0, 1, True, 55),       # ZFNet pool1 in ceil mode
+    (5, 2, 2, 1, 1, True, 3),          # ceil-mode window starting in the padding is dropped
+    (6, 3, 2, 1, 1, True, 4),          # ... but one starting inside the input is kept
+    (7, 3, 1, 2, 2, False, 7),         # dilated "same"
+])
+def test_output_size(size, kernel, stride, padding, dilation, ceil, expected):
+    assert output_size(size, kernel, stride, padding, dilation, ceil) == expected
+
+
+# ----------------------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("x_shape, w_shape, kwargs, message", [
+    ((2, 3, 8), (4, 3, 3, 3), {}, "expected input of rank 4"),
+    ((2, 3, 8, 8), (4, 2, 3, 3), {}, "expects 2 input channels"),
+    ((2, 3, 8, 8), (4, 1, 3, 3), {"groups": 2}, "divisible by groups"),
+    ((2, 3, 4, 4), (4, 3, 7, 7), {}, "larger than the padded input"),
+    ((2, 3, 4, 4), (4, 3, 3, 3), {"dilation": 3}, "dilated 7×7"),
+])
+def test_shape_errors_name_expected_and_actual(x_shape, w_shape, kwargs, message):
+    x, w = Tensor(np.zeros(x_shape, np.float32)), Tensor(np.zeros(w_shape, np.float32))
+    with pytest.raises(ValueError, match=message):
+        F.conv2d(x, w, **kwargs)
+
+
+def test_integer_input_is_a_type_error():
+    with pytest.raises(TypeError, match="floating-point"):
+        F.conv2d(Tensor(np.zeros((1, 1, 4, 4), np.int64)), Tensor(np.zeros((1, 1, 3, 3), np.float32)))
+
+
+def test_mixed_precision_is_a_type_error():
+    with pytest.raises(TypeError, match="float64 but weight is float32"):
+        F.conv2d(Tensor(np.zeros((1, 1, 4, 4))), Tensor(np.zeros((1, 1, 3, 3), np.float32)))
+
+
+def test_layer_rejects_groups_that_do_not_divide():
+    with pytest.raises(ValueError, match=r"Conv2d: in_channels \(3\).*groups \(2\)"):
+        nn.Conv2d(3, 4, 3, groups=2)
+
+
+def test_layer_repr_shows_settings():
+    assert repr(nn.Conv2d(3, 8, (1, 7), padding=(0, 3), groups=1, bias=False)) == \
+        "Conv2d(3, 8, kernel_size=(1, 7), stride=(1, 1), padding=(0, 3), bias=False)"
