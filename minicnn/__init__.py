@@ -25,4 +25,6 @@ def __getattr__(name):
     if name not in _LAZY:
         raise AttributeError(f"module 'minicnn' has no attribute {name!r}")
     module = importlib.import_module(_LAZY[name])
-    return getattr(module, name, module) if name == "summary" else module
+    value = getattr(module, name, module) if name == "summary" else module
+    globals()[name] = value  # later lookups (and the submodule import itself) see the function
+    return value

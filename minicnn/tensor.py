@@ -74,6 +74,9 @@ def _as_array(value, dtype=None):
     """Turn Python numbers and lists into float32 arrays; keep arrays' own dtype."""
     if type(value).__module__.startswith("cupy") or isinstance(value, np.ndarray):
         return value if dtype is None else value.astype(dtype, copy=False)
+    if isinstance(value, np.generic):   # NumPy scalars (what full reductions return) keep theirs
+        value = np.asarray(value)
+        return value if dtype is None else value.astype(dtype, copy=False)
     array = np.asarray(value)
     if dtype is not None:
         return array.astype(dtype, copy=False)

@@ -4,6 +4,8 @@
 together) because its gradient is then the famously simple ``softmax(z) − target``, and
 it is both faster and more stable than chaining the two.
 """
+import numpy as np
+
 from minicnn.backend import get_array_module
 from minicnn.tensor import Function, Tensor
 from minicnn.functional.math import _check_float
@@ -78,6 +80,9 @@ class CrossEntropy(Function):
 class NLLLoss(Function):
     """Negative log-likelihood of log-probabilities: ℓ = −log_p[y];   g = −1 at y, 0 elsewhere."""
     def __init__(self, labels, reduction="mean"):
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"nll_loss: reduction must be 'mean', 'sum' or 'none', "
+                             f"got {reduction!r}")
         self.labels, self.reduction = labels, reduction
 
     def forward(self, log_p):
@@ -103,6 +108,8 @@ class NLLLoss(Function):
 class MSELoss(Function):
     """ℓ = mean((a − b)²);   ga = 2(a − b)/n, gb = −ga  (``sum`` drops the 1/n)."""
     def __init__(self, reduction="mean"):
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"mse_loss: reduction must be 'mean' or 'sum', got {reduction!r}")
         self.reduction = reduction
 
     def forward(self, a, b):
@@ -119,11 +126,14 @@ class MSELoss(Function):
 
 
 def _raw(x):
-    return x.data if isinstance(x, Tensor) else x
+    """The array inside a Tensor; lists become arrays (labels typed by hand)."""
+    if isinstance(x, Tensor):
+        return x.data
+    return np.asarray(x) if isinstance(x, (list, tuple)) else x
 
 
 def cross_entropy(logits, labels, label_smoothing=0.0, weight=None, reduction="mean"):
-    return CrossEntropy(_raw(labels), label_smoothing, weight, reduction)(logits)
+    return CrossEntropy(_raw(labels), label_smoothing, _raw(weight), reduction)(logits)
 
 
 def nll_loss(log_probabilities, labels, reduction="mean"):

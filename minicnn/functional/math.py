@@ -122,6 +122,10 @@ class MatMul(Function):
         if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
             raise ValueError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape} "
                              f"(expected a.shape[-1] == b.shape[-2])")
+        batch_a, batch_b = a.shape[:-2], b.shape[:-2]
+        if any(m != n and 1 not in (m, n) for m, n in zip(batch_a[::-1], batch_b[::-1])):
+            raise ValueError(f"matmul: batch shapes {batch_a} and {batch_b} cannot be broadcast "
+                             f"together ({a.shape} @ {b.shape})")
         self.a, self.b = a, b
         return a @ b
 
@@ -129,7 +133,8 @@ class MatMul(Function):
         a, b = self.a, self.b
         a2 = a[None, :] if a.ndim == 1 else a           # promote vectors to matrices
         b2 = b[:, None] if b.ndim == 1 else b
-        gy2 = gy.reshape(a2.shape[:-1] + b2.shape[-1:]) if a.ndim == 1 or b.ndim == 1 else gy
+        gy2 = gy[..., None] if b.ndim == 1 else gy      # put back the axes NumPy dropped
+        gy2 = gy2[..., None, :] if a.ndim == 1 else gy2
         ga = gb = None
         if self.needs_input_grad[0]:
             ga = sum_to(gy2 @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape)
@@ -224,13 +229,14 @@ class Cast(Function):
 
 # ----------------------------------------------------------------------------- reductions
 
-def _normalize_axis(axis, ndim):
+def _normalize_axis(axis, ndim, name):
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     for a in axes:
         if not -ndim <= a < ndim:
-            raise ValueError(f"axis {a} is out of range for a tensor with {ndim} dimensions")
+            raise ValueError(f"{name}: axis {a} is out of range for a tensor with {ndim} "
+                             f"dimensions")
     return tuple(sorted(a % ndim for a in axes))
 
 
@@ -247,7 +253,7 @@ class Sum(Function):
         self.axis, self.keepdims = axis, keepdims
 
     def forward(self, x):
-        self.shape, self.axes = x.shape, _normalize_axis(self.axis, x.ndim)
+        self.shape, self.axes = x.shape, _normalize_axis(self.axis, x.ndim, "sum")
         return x.sum(axis=self.axes, keepdims=self.keepdims)
 
     def backward(self, gy):
@@ -262,7 +268,7 @@ class Mean(Function):
 
     def forward(self, x):
         _check_float("mean", x)
-        self.shape, self.axes = x.shape, _normalize_axis(self.axis, x.ndim)
+        self.shape, self.axes = x.shape, _normalize_axis(self.axis, x.ndim, "mean")
         self.count = 1
         for a in self.axes:
             self.count *= x.shape[a]
@@ -280,7 +286,7 @@ class Max(Function):
         self.axis, self.keepdims = axis, keepdims
 
     def forward(self, x):
-        self.x, self.axes = x, _normalize_axis(self.axis, x.ndim)
+        self.x, self.axes = x, _normalize_axis(self.axis, x.ndim, "max")
         self.y = x.max(axis=self.axes, keepdims=True)
         return self.y if self.keepdims else self.y.reshape(
             [n for i, n in enumerate(x.shape) if i not in self.axes])
@@ -288,6 +294,7 @@ class Max(Function):
     def backward(self, gy):
         is_max = self.x == self.y
         ties = is_max.sum(axis=self.axes, keepdims=True)
+        ties = ties.astype(gy.dtype)  # int64 counts would promote float32 gradients to float64
         return _expand(gy, self.x.shape, self.axes, self.keepdims) * is_max / ties
 
 
@@ -298,7 +305,7 @@ class Var(Function):
 
     def forward(self, x):
         _check_float("var", x)
-        self.axes = _normalize_axis(self.axis, x.ndim)
+        self.axes = _normalize_axis(self.axis, x.ndim, "var")
         self.shape = x.shape
         count = 1
         for a in self.axes:

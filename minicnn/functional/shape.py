@@ -30,7 +30,8 @@ class Transpose(Function):
 
     def forward(self, x):
         axes = self.axes or tuple(reversed(range(x.ndim)))
-        if sorted(a % x.ndim for a in axes) != list(range(x.ndim)):
+        if (not all(-x.ndim <= a < x.ndim for a in axes)
+                or sorted(a % x.ndim for a in axes) != list(range(x.ndim))):
             raise ValueError(f"transpose: axes {axes} are not a permutation of the "
                              f"{x.ndim} axes of a tensor of shape {x.shape}")
         self.inverse = tuple(sorted(range(x.ndim), key=lambda i: axes[i] % x.ndim))
@@ -88,6 +89,9 @@ class Concat(Function):
 
     def forward(self, *xs):
         first = xs[0]
+        if not -first.ndim <= self.axis < first.ndim:
+            raise ValueError(f"concat: axis {self.axis} is out of range for inputs with "
+                             f"{first.ndim} dimensions (shape {first.shape})")
         axis = self.axis % first.ndim
         for i, x in enumerate(xs):
             if x.ndim != first.ndim or any(m != n for d, (m, n) in
@@ -159,6 +163,9 @@ def concat(tensors, axis=1):
 
 def split(x, sizes_or_sections, axis=1):
     """Split into pieces of the given ``sizes`` (a list) or into ``n`` equal sections."""
+    if not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"split: axis {axis} is out of range for a tensor with {x.ndim} "
+                         f"dimensions (shape {x.shape})")
     length = x.shape[axis]
     if isinstance(sizes_or_sections, int):
         if length % sizes_or_sections:
