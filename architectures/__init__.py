@@ -65,8 +65,15 @@ def _load_all():
 
 
 def available(family=None):
-    """Sorted names of every registered architecture (of one ``family`` if given)."""
-    _load_all()
+    """Sorted names of every registered architecture (of one ``family`` if given).
+
+    With a family only that module is imported, so one family's CLI never depends on
+    the others.
+    """
+    if family is None:
+        _load_all()
+    else:
+        importlib.import_module(f"architectures.{family}")
     return sorted(n for n, e in _REGISTRY.items() if family is None or e.family == family)
 
 

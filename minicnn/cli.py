@@ -112,10 +112,7 @@ def family_variants(family):
     the whole zoo would be slower, and one broken module would break every command line."""
     import architectures
     family_module(family)
-    registry = getattr(architectures, "_REGISTRY", None)
-    if registry is None:
-        return architectures.available(family)
-    return sorted(name for name, entry in registry.items() if entry.family == family)
+    return architectures.available(family)
 
 
 # ----------------------------------------------------------------------------- the parser
