@@ -15,7 +15,8 @@ Shape legend (the notation of minicnn/kernels/im2col.py)::
 Algorithm, chosen per call (all produce channels-last y):
 
 * **1×1, no padding** — a plain GEMM on the (strided) input: no im2col at all.
-* **depthwise** (G == C, CO = C·mult) — a direct kernel (kernels/depthwise.py).
+* **depthwise** (G == C > 1, CO = C·mult) — a direct kernel (kernels/depthwise.py).
+  (One input channel, as LeNet's first layer, is a dense convolution: a GEMM does it.)
 * **everything else** — im2col + one GEMM, or one *batched* GEMM over the G groups.
 
 Backward (per group g, with gy as an (M, CO/G) matrix):
@@ -103,7 +104,7 @@ class Conv2d(Function):
         self.geometry, self.x_nhwc, self.w_shape = geometry, x_nhwc, w.shape
         self.has_bias = b is not None
 
-        if G == x.shape[1] and Cg == 1:                      # depthwise
+        if G == x.shape[1] > 1 and Cg == 1:                  # depthwise
             self.path = "depthwise"
             self.w_taps = xp.ascontiguousarray(w.reshape(CO, KH * KW).T).reshape(KH, KW, CO)
             y = depthwise.forward(x_nhwc, self.w_taps, geometry, CO // G)

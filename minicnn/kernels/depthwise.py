@@ -85,8 +85,9 @@ def _forward_cpu(x, w, y, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, mult):
                         for c in range(C):       # contiguous: vectorizes
                             out[c] += src[c] * tap[c]
                     else:
-                        for o in range(CO):
-                            out[o] += src[o // mult] * tap[o]
+                        for c in range(C):
+                            for t in range(mult):
+                                out[c * mult + t] += src[c] * tap[c * mult + t]
 
 
 @njit(parallel=True, cache=True)
@@ -112,8 +113,9 @@ def _backward_input_cpu(gy, w, gx, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, mult)
                             for c in range(C):
                                 dst[c] += g[c] * tap[c]
                         else:
-                            for o in range(CO):
-                                dst[o // mult] += g[o] * tap[o]
+                            for c in range(C):
+                                for t in range(mult):
+                                    dst[c] += g[c * mult + t] * tap[c * mult + t]
 
 
 @njit(parallel=True, cache=True)
@@ -142,8 +144,9 @@ def _backward_weight_cpu(gy, x, partial, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW,
                             for c in range(C):
                                 a[c] += g[c] * src[c]
                         else:
-                            for o in range(CO):
-                                a[o] += g[o] * src[o // mult]
+                            for c in range(C):
+                                for t in range(mult):
+                                    a[c * mult + t] += g[c * mult + t] * src[c]
 
 
 def _args(geometry, mult):
