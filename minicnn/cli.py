@@ -175,6 +175,11 @@ def build_parser(family, defaults, variants):
         "checkpoints/VARIANT-DATASET.npz; metrics go beside it)", metavar="PATH")
     add(where, "--resume", "continue training from (or evaluate, or predict with) this "
         "checkpoint", metavar="PATH")
+    add(where, "--distributed", "data-parallel training over the ranks of an MPI job, e.g. "
+        "mpirun -np 2 python -m architectures.lenet5 --train mnist --distributed; "
+        "--batch-size is per rank; rank 0 prints and saves", action="store_true")
+    add(where, "--sync-bn", "with --distributed: batch norm over all ranks' samples "
+        "(SyncBatchNorm)", action="store_true")
     return parser
 
 
@@ -440,9 +445,14 @@ def train(family, architecture, dataset, settings, args, state, started):
     save = args.save or args.resume or os.path.join(
         "checkpoints", f"{architecture}-{dataset_tag(dataset)}.npz")
     check_writable(save)
+    if args.distributed and settings["device"] == "gpu":   # one GPU per rank on each machine
+        from minicnn.distributed import nccl, world
+        nccl.select_device(world())
     input_size = settings["input_size"] or published_input(architecture)
-    train_set, test_set = load_datasets(dataset, args.data_dir, image_size=input_size,
-                                        seed=settings["seed"])
+    from minicnn.distributed import main_process_first
+    with main_process_first():   # under --distributed rank 0 fetches and caches the data first
+        train_set, test_set = load_datasets(dataset, args.data_dir, image_size=input_size,
+                                            seed=settings["seed"])
     mean, std = train_set.channel_statistics()   # of the full training set
     train_set = train_set.subset(settings["limit_train"], seed=settings["seed"])
 
@@ -472,6 +482,12 @@ def train(family, architecture, dataset, settings, args, state, started):
                               seed=settings["seed"], prefetch=prefetch_depth(train_transform))
     test_loader = DataLoader(test_set, 2 * batch_size, transform=test_transform,
                              prefetch=prefetch_depth(test_transform))
+    data_parallel = None
+    if args.distributed:   # this rank's shards; the schedule below counts this rank's steps
+        from minicnn.distributed import DataParallel
+        data_parallel = DataParallel(model, sync_batchnorm=args.sync_bn)
+        train_loader = data_parallel.shard(train_loader)
+        test_loader = data_parallel.shard(test_loader, remainder="uneven")
     try:
         optimizer = make_optimizer(settings["optimizer"], model.parameters(), settings["lr"],
                                    momentum=settings["momentum"],
@@ -492,13 +508,18 @@ def train(family, architecture, dataset, settings, args, state, started):
           f"{_count(len(train_loader), 'batch', 'batches')} "
           f"of {batch_size}, "
           f"augment {settings['augment']}, seed {settings['seed']}, {settings['device']}")
+    if data_parallel is not None:
+        print(f"data parallel: {data_parallel.size} ranks x {batch_size} images = "
+              f"{data_parallel.size * batch_size} per step"
+              + (", synchronized batch norm" if args.sync_bn else ""))
     print(f"checkpoint: {save}" + (f" (resuming {args.resume})" if state is not None else ""),
           flush=True)
     try:
         history = fit(model, optimizer, train_loader, test_loader, settings["epochs"],
                       schedule=schedule, label_smoothing=settings["label_smoothing"],
                       checkpoint=save, metadata=meta, resume=state,
-                      progress=sys.stderr.isatty(), log=lambda line: print(line, flush=True))
+                      progress=sys.stderr.isatty(), log=lambda line: print(line, flush=True),
+                      distributed=data_parallel)
     except TrainingInterrupted as interrupted:
         _say(f"{interrupted}; continue with --resume {save}")
         raise SystemExit(130) from None
@@ -526,6 +547,8 @@ def run(family, argv):
     if not variants:
         raise CliError(f"the {family} family registers no architectures")
     args = build_parser(family, defaults, variants).parse_args(argv)
+    if args.distributed:
+        start_distributed()
     if not (args.train or args.resume or args.summary or args.eval_only or args.predict):
         raise CliError("nothing to do: give --train DATASET, --resume CHECKPOINT, --summary, "
                        "--eval-only or --predict IMAGE")
@@ -576,6 +599,17 @@ def run(family, argv):
     elif args.train or args.resume:   # --resume alone continues the saved run
         train(family, architecture, dataset, settings, args, state, started)
     return 0
+
+
+def start_distributed():
+    """Join the MPI job (``mpirun -np N ...``); ranks other than 0 print nothing on stdout."""
+    try:
+        from minicnn import distributed
+        communicator = distributed.init()
+    except ImportError as error:
+        raise CliError(str(error)) from None
+    if not communicator.is_main_process:
+        sys.stdout = open(os.devnull, "w")
 
 
 def main(family=None, argv=None):

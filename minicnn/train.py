@@ -329,7 +329,7 @@ def _summary_line(record, epochs):
 
 def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=None,
         label_smoothing=0.0, device=None, checkpoint=None, metadata=None, resume=None,
-        progress=True, log=print, on_batch_end=None):
+        progress=True, log=print, on_batch_end=None, distributed=None):
     """Train ``model`` for ``epochs`` epochs; return the history (one dict per epoch).
 
     ``schedule``       a learning-rate schedule stepped after every iteration, or None;
@@ -337,7 +337,12 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
                        (with the history CSV/JSON beside it); None: no files;
     ``metadata``       a dict stored in the checkpoint (architecture, dataset, ...);
     ``resume``         a checkpoint (path or ``load_training_checkpoint`` dict) to continue;
-    ``on_batch_end``   called as ``f(epoch, batch, loss)`` after each step (tests, logging).
+    ``on_batch_end``   called as ``f(epoch, batch, loss)`` after each step (tests, logging);
+    ``distributed``    a ``minicnn.distributed.DataParallel`` for data-parallel training
+                       over MPI ranks; the loaders are then this rank's shards
+                       (``distributed.shard``). Gradients are averaged before each step,
+                       metrics summed over the ranks, and only the main rank logs, shows
+                       progress and writes files.
 
     Raises ``TrainingInterrupted`` after Ctrl-C, and ``FloatingPointError`` when the loss
     stops being finite (a learning rate too high, usually).
@@ -352,9 +357,15 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
         start_epoch, start_batch = int(saved["epoch"]), int(saved["batch"])
         history = list(saved["history"])
         running = dict(saved["running"])
+    main = distributed is None or distributed.is_main_process
+    if distributed is not None:
+        distributed.prepare(generators=_generators(model).values())
+        if not main:   # the checkpoint's running sums are all ranks' together: count once
+            running.update(loss_sum=0.0, correct=0, seen=0)
+            progress, log = False, (lambda line: None)
 
     def snapshot(epoch, batch):
-        if checkpoint is None:
+        if checkpoint is None or not main:
             return
         progress_state = {"epoch": epoch, "batch": batch, "history": history,
                           "running": dict(running)}
@@ -380,6 +391,8 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
                     loss, logits = compute_loss(model(x), y, label_smoothing, aux_weight)
                     optimizer.zero_grad()
                     loss.backward()
+                    if distributed is not None:   # mean gradient over the ranks; any Ctrl-C
+                        ctrl_c.requested = distributed.after_backward(ctrl_c.requested)
                     optimizer.step()
                     if schedule is not None:
                         schedule.step()
@@ -411,6 +424,10 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
                 if bar is not None:
                     bar.refresh()   # the epoch's final running figures, however fast it was
                     bar.close()
+            if distributed is not None:   # sums over all ranks; equal batch-norm statistics
+                running.update(distributed.reduce_sums(
+                    {k: running[k] for k in ("loss_sum", "correct", "seen")}))
+                distributed.synchronize_buffers()
             if ctrl_c.requested and batch < steps:
                 snapshot(epoch, batch)
                 raise TrainingInterrupted(checkpoint, epoch, batch)
@@ -424,6 +441,8 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
                       "images_per_s": running["seen"] / max(running["time_s"], 1e-9)}
             if test_loader is not None:
                 result = evaluate(model, test_loader, device)
+                if distributed is not None:
+                    result = distributed.reduce_means(result, test_loader.num_samples)
                 record.update(test_loss=result["loss"], test_accuracy=result["accuracy"],
                               test_top5=result["top5"])
             history.append(record)
