@@ -10,11 +10,6 @@ from minicnn.gradcheck import gradcheck
 __version__ = "0.1.0"
 
 
-def tensor(data, requires_grad=False, dtype=None):
-    """Shorthand for ``Tensor(data, requires_grad, dtype)``."""
-    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
-
-
 _LAZY = {"nn": "minicnn.nn", "optim": "minicnn.optim", "summary": "minicnn.summary"}
 
 

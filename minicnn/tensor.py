@@ -325,22 +325,26 @@ class Function:
 def _topological_order(root):
     """Functions reachable from ``root``, each listed after all Functions it consumes.
 
-    Iterative depth-first search with an explicit stack: a node is appended once all
-    of its inputs' creators have been appended (post-order). Reversed, the list runs
-    every Function after all of its consumers — what the chain rule needs.
+    Iterative depth-first search with an explicit stack: a Function is appended after
+    everything below it (post-order). It is marked when it is *expanded*, not when it is
+    pushed: in ``y + 3·y`` the creator of ``y`` is first pushed as an input of the Add,
+    and must still be listed after — below — the Mul that also consumes it. Reversed,
+    the list runs every Function after all of its consumers — what the chain rule needs.
     """
-    order, visited = [], {id(root)}
+    order, expanded = [], set()
     stack = [(root, False)]
     while stack:
         function, children_done = stack.pop()
         if children_done:
             order.append(function)
             continue
+        if id(function) in expanded:      # reached again through another consumer
+            continue
+        expanded.add(id(function))
         stack.append((function, True))
         for tensor in function.inputs or ():
             creator = tensor.creator
-            if creator is not None and id(creator) not in visited and tensor.requires_grad:
-                visited.add(id(creator))
+            if creator is not None and tensor.requires_grad and id(creator) not in expanded:
                 stack.append((creator, False))
     return order
 

@@ -276,3 +276,13 @@ def test_method_forms_match_functions():
     np.testing.assert_array_equal(x[1, :, ::2].data, x.data[1, :, ::2])
     np.testing.assert_array_equal((x @ x.transpose(0, 2, 1)).data,
                                   x.data @ x.data.transpose(0, 2, 1))
+
+
+def test_shared_intermediate_gets_gradient_from_every_consumer():
+    """y feeds both the Add and the Mul: y's creator must wait for both (residual blocks).
+    A search that marks nodes when pushed rather than when expanded runs it too early and
+    silently loses the Mul's share."""
+    for build in (lambda y: y + y * 3.0, lambda y: y * 3.0 + y):
+        x = Tensor(np.ones(2), requires_grad=True)
+        build(x * 2.0).sum().backward()
+        np.testing.assert_array_equal(x.grad, [8.0, 8.0])
