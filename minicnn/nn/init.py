@@ -47,12 +47,20 @@ def _fill(tensor, values):
     return tensor
 
 
+def _draw_dtype(tensor):
+    # Draw float32 parameters in float32: half the memory traffic of drawing float64 and
+    # casting (building EfficientNet-B7's 66M parameters takes ~2× less time).
+    return np.float32 if tensor.dtype == np.float32 else np.float64
+
+
 def normal_(tensor, mean=0.0, std=1.0, rng=None):
-    return _fill(tensor, _rng(rng).normal(mean, std, tensor.shape))
+    values = _rng(rng).standard_normal(tensor.shape, dtype=_draw_dtype(tensor))
+    return _fill(tensor, values * values.dtype.type(std) + values.dtype.type(mean))
 
 
 def uniform_(tensor, low=-1.0, high=1.0, rng=None):
-    return _fill(tensor, _rng(rng).uniform(low, high, tensor.shape))
+    values = _rng(rng).random(tensor.shape, dtype=_draw_dtype(tensor))
+    return _fill(tensor, values * values.dtype.type(high - low) + values.dtype.type(low))
 
 
 def constant_(tensor, value):
