@@ -1,0 +1,853 @@
+"""The cost table of a network: per layer, its shape, parameters, FLOPs, memory and
+receptive field — the table every course on CNN architectures puts on its slides.
+
+    >>> import minicnn, architectures
+    >>> print(minicnn.summary(architectures.create("vgg16"), 224, batch_size=128))
+
+How the table is made
+---------------------
+One forward pass **at batch 1**, in eval mode and under ``no_grad()``, with a forward hook
+(``Module.register_forward_hook``) on every module. A layer's hook sees its input and
+output, which gives the output shape; everything else in the table is arithmetic on those
+shapes and the layer's settings, multiplied by the batch size. The requested batch itself
+never runs: VGG-16 at batch 128 would need tens of GB.
+
+A *layer* (a row) is a module without children, or a container that owns parameters
+itself (its own parameters only). A module called twice (a shared ReLU) gives two rows;
+a parameter shared by two layers is counted once.
+
+Columns and formulas (B = batch size, A = #activations of the row's output)
+---------------------------------------------------------------------------
+* channels, kernel KH×KW, stride, padding, groups — a convolution's or pooling's settings;
+* output C and H×W, and ``#act`` A = C_out·H_out·W_out (the numbers of one sample);
+* ``#params`` — conv (KH·KW·C_in/groups + 1)·C_out with bias, linear C_in·C_out + C_out,
+  batch norm 2·C (γ and β; the running statistics are buffers, not parameters);
+* FLOPs of the forward pass for the whole batch, a multiply-add counted as 2, by category
+  so that any table can be reproduced (``count=`` picks the categories in the column):
+
+  ======  =================================================  =============================
+  conv    A · KH·KW·C_in/groups · 2 · B                      Conv2d (the weights only)
+  linear  2 · C_in · C_out · B                               Linear
+  pool    A · KH·KW · B (one compare or add per window       MaxPool2d, AvgPool2d; adaptive
+          element)                                           and global pooling: C · Σ of
+                                                             their actual window areas · B
+  bias    A · B (one add per output element)                 Conv2d and Linear with bias
+  norm    2 · A · B (scale and shift: the inference cost)    BatchNorm1d/2d
+          (2·size + 4) · A · B (sum of squares, then k+α·s,  LocalResponseNorm
+          power and divide)
+  act     A · B (one operation per element, whatever the     ReLU, sigmoid, tanh, ...
+          function)
+  add     one per output element of an element-wise          residual connections
+          addition of two same-shaped activations written
+          as a functional op between layers
+  other   whatever a custom layer reports through a method   e.g. LeNet's trainable
+          ``count_flops(input_shape, output_shape)``         subsampling
+          returning a number or {category: number} per
+          sample
+  ======  =================================================  =============================
+
+  The default ``count=('conv', 'linear', 'pool')`` gives the table courses print; the
+  other categories are still computed, reported below the table and in every row of the
+  ``'dict'`` and ``'csv'`` output. Additions and concatenations of activations are
+  functional operations, not modules, so they are **not rows**: their cost appears only in
+  the totals (category ``add``); a concatenation moves data and costs no FLOPs.
+* memory by the float32 training rule of thumb: activations 2 · B · A · 4 bytes (the output,
+  and its gradient in the backward pass), parameters 3 · #params · 4 bytes (value,
+  gradient, one optimizer slot). The input image is the first row and counts as an
+  activation; rows that only reshape or pass their input on (Flatten, Identity) store
+  nothing new and count 0 bytes.
+* receptive field (RF) and effective stride ("jump") of the row's output, per axis, from
+  the layer's kernel k, stride s and dilation d and its input's RF r and jump j:
+
+      r_out = r_in + (d·(k − 1)) · j_in,        j_out = j_in · s
+
+  Two stacked 3×3 convolutions see 5×5, three see 7×7 — the VGG argument for small
+  filters. Where branches meet (a residual addition, an Inception concatenation) the RF is
+  the maximum over the branches: the pass records which operation made each tensor, so a
+  merged tensor's inputs are known. Linear layers and global pooling see the whole image
+  ("all"). Values are the theoretical ones: they may exceed the image (the padding).
+
+``measure=True`` also runs one real training step (forward, cross-entropy, backward, an
+SGD-with-momentum update: one optimizer slot, as the rule assumes) on a copy of the model at
+``measure_batch_size`` (default: the table's batch size; pick one that fits in memory) and
+reports its peak memory next to the estimate. The peak is measured with ``tracemalloc``,
+which sees every NumPy array allocation (NumPy reports its data buffers to it), plus the
+bytes of parameters and buffers that already exist; the growth of the process's peak
+resident set (``ru_maxrss``) is shown as well, a lower bound when the process had already
+peaked higher.
+"""
+import copy
+import sys
+import gc
+import time
+import tracemalloc
+from collections import OrderedDict
+
+import numpy as np
+
+from minicnn import nn
+from minicnn.backend import get_array_module
+from minicnn.tensor import Function, Tensor, no_grad
+
+CATEGORIES = ("conv", "linear", "pool", "bias", "norm", "act", "add", "other")
+DEFAULT_COUNT = ("conv", "linear", "pool")
+FORMATS = ("text", "markdown", "csv", "dict")
+BYTES_PER_VALUE = 4                 # the rule of thumb is stated for float32
+ACTIVATION_COPIES = 2               # output + its gradient
+PARAMETER_COPIES = 3                # value + gradient + one optimizer slot
+
+ACTIVATION_LAYERS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.ScaledTanh,
+                     nn.SiLU, nn.HardSigmoid, nn.HardSwish, nn.Softmax)
+WINDOW_POOLS = (nn.MaxPool2d, nn.AvgPool2d)
+ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.GlobalAvgPool2d)
+VIEW_LAYERS = (nn.Flatten, nn.Identity)       # their output is their input, reshaped
+
+
+# ============================================================================ the trace
+
+class LayerCall:
+    """One module call seen by a forward hook: the module, its inputs and its output."""
+
+    def __init__(self, name, module, inputs, output):
+        self.name, self.module, self.inputs, self.output = name, module, inputs, output
+        self.is_leaf = not module._modules
+
+
+class OperationCall:
+    """One ``Function`` call: its type, the identities of its input and output tensors, and
+    the innermost module that was running when it was called (None between modules)."""
+
+    def __init__(self, function, inputs, outputs, module):
+        self.kind = type(function).__name__
+        self.module = module
+        tensors = [x for x in inputs if isinstance(x, Tensor)]
+        self.input_ids = [id(x) for x in tensors]
+        self.input_shapes = [tuple(x.shape) for x in tensors]
+        self.input_is_parameter = [isinstance(x, nn.Parameter) for x in tensors]
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        self.output_ids = [id(y) for y in outputs]
+        self.output_shape = tuple(outputs[0].shape)
+
+
+class ForwardTrace:
+    """What one forward pass did: every module call (in the order the hooks fired: a
+    container after its children) and every operation, with the tensors they passed on.
+
+    ``made_by[id(tensor)]`` is the OperationCall that produced a tensor, so the pass can be
+    walked backwards from any tensor to the layer outputs it was computed from. Every
+    tensor seen is kept alive in ``tensors``, so no two of them can share an ``id``.
+    """
+
+    def __init__(self):
+        self.calls, self.operations, self.made_by, self.tensors = [], [], {}, []
+        self.input = self.output = None
+
+    def readers(self, tensor):
+        """The operations that read ``tensor``."""
+        return [op for op in self.operations if id(tensor) in op.input_ids]
+
+
+def trace_forward(model, x):
+    """Run ``model(x)`` once in eval mode under ``no_grad()`` and record a ForwardTrace.
+
+    Module calls are seen through forward hooks. Two class methods are wrapped for the
+    duration of the pass (and restored afterwards, whatever happens):
+
+    * ``Function.__call__``, to see every operation — that is how a tensor made by a
+      functional operation between layers (the addition of a residual connection, the
+      concatenation of Inception branches) is traced back to the layer outputs it came
+      from;
+    * ``Module.__call__``, to keep a stack of the modules running, so each operation knows
+      the layer it belongs to (a Linear's own "+ bias" is not a residual addition).
+
+    The model's train/eval flags are restored.
+    """
+    trace = ForwardTrace()
+    names = {id(m): name for name, m in model.named_modules()}
+    running = []                                   # the stack of modules being called
+
+    def hook(module, inputs, output):
+        trace.calls.append(LayerCall(names.get(id(module), type(module).__name__), module,
+                                     tuple(inputs), output))
+        trace.tensors.extend(_tensors_in(output))
+
+    original_function_call, original_module_call = Function.__call__, nn.Module.__call__
+
+    def traced_function_call(function, *inputs):
+        outputs = original_function_call(function, *inputs)
+        op = OperationCall(function, inputs, outputs, running[-1] if running else None)
+        trace.operations.append(op)
+        for y in (outputs if isinstance(outputs, tuple) else (outputs,)):
+            trace.made_by[id(y)] = op
+            trace.tensors.append(y)
+        trace.tensors.extend(t for t in inputs if isinstance(t, Tensor))
+        return outputs
+
+    def traced_module_call(module, *inputs, **kwargs):
+        running.append(module)
+        try:
+            return original_module_call(module, *inputs, **kwargs)
+        finally:
+            running.pop()
+
+    modes = [(m, m.training) for m in model.modules()]
+    removers = [m.register_forward_hook(hook) for m in model.modules()]
+    x = x if isinstance(x, Tensor) else Tensor(x)
+    trace.input = x
+    trace.tensors.append(x)
+    Function.__call__, nn.Module.__call__ = traced_function_call, traced_module_call
+    try:
+        model.eval()
+        with no_grad():
+            trace.output = model(x)
+    finally:
+        Function.__call__, nn.Module.__call__ = original_function_call, original_module_call
+        for remove in removers:
+            remove()
+        for module, mode in modes:
+            object.__setattr__(module, "training", mode)
+    return trace
+
+
+def _tensors_in(value):
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors_in(v)]
+    return []
+
+
+# ===================================================================== receptive fields
+
+class Field:
+    """Receptive field ``size`` and effective stride ``jump``, (h, w) pairs, of a tensor.
+
+    ``Field.ALL`` (size None) stands for "the whole image" (after a Linear layer or global
+    pooling).
+    """
+
+    def __init__(self, size, jump):
+        self.size, self.jump = size, jump
+
+    def through(self, kernel, stride, dilation=(1, 1)):
+        """The field after a window of ``kernel`` at ``stride``: r + d(k−1)·j, j·s."""
+        if self.size is None:
+            return self
+        size = tuple(r + d * (k - 1) * j
+                     for r, k, d, j in zip(self.size, kernel, dilation, self.jump))
+        return Field(size, tuple(j * s for j, s in zip(self.jump, stride)))
+
+    @staticmethod
+    def merge(fields):
+        """Where branches meet: the largest field and jump over the branches."""
+        fields = [f for f in fields if f is not None]
+        if not fields:
+            return None
+        if any(f.size is None for f in fields):
+            return Field.ALL
+        return Field(tuple(max(f.size[i] for f in fields) for i in range(2)),
+                     tuple(max(f.jump[i] for f in fields) for i in range(2)))
+
+
+Field.ALL = Field(None, None)
+Field.PIXEL = Field((1, 1), (1, 1))
+
+
+class _FieldTracker:
+    """Receptive fields of the tensors of a trace: known for layer outputs, merged over
+    the inputs of the operation that made any other tensor."""
+
+    def __init__(self, trace):
+        self.trace = trace
+        self.known = {id(trace.input): Field.PIXEL}
+
+    def of(self, tensor):
+        """The field of ``tensor`` (None when it comes from no input: a constant)."""
+        target = id(tensor)
+        stack = [target]                       # iterative: a long chain of ops is fine
+        while stack:
+            tid = stack[-1]
+            if tid in self.known:
+                stack.pop()
+                continue
+            op = self.trace.made_by.get(tid)
+            if op is None:
+                self.known[tid] = None
+                stack.pop()
+                continue
+            pending = [i for i in op.input_ids if i not in self.known]
+            if pending:
+                stack.extend(pending)
+                continue
+            self.known[tid] = Field.merge([self.known[i] for i in op.input_ids])
+            stack.pop()
+        return self.known[target]
+
+    def set(self, tensor, field):
+        self.known[id(tensor)] = field
+
+
+def _layer_field(module, field, input_shape, output_shape):
+    """The receptive field after ``module`` given the field of its input."""
+    field = field or Field.PIXEL
+    if isinstance(module, nn.Linear):
+        return Field.ALL
+    if isinstance(module, (nn.Conv2d,) + WINDOW_POOLS):
+        return field.through(module.kernel_size, module.stride,
+                             getattr(module, "dilation", (1, 1)))
+    spatial_in, spatial_out = input_shape[2:], output_shape[2:]
+    if isinstance(module, ADAPTIVE_POOLS):
+        if spatial_out == spatial_in:
+            return field
+        if spatial_out == (1, 1):
+            return Field.ALL
+        kernel = tuple(max(_adaptive_windows(i, o)) for i, o in zip(spatial_in, spatial_out))
+        return field.through(kernel, tuple(i // o for i, o in zip(spatial_in, spatial_out)))
+    if len(input_shape) == 4 and len(output_shape) == 4:
+        if spatial_in == spatial_out:
+            return field
+        if hasattr(module, "kernel_size") and hasattr(module, "stride"):
+            pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
+            return field.through(pair(module.kernel_size), pair(module.stride),
+                                 pair(getattr(module, "dilation", 1)))
+        if spatial_out == (1, 1):
+            return Field.ALL
+        # A custom down-sampling layer that says nothing of its window: assume
+        # non-overlapping windows (kernel = stride = input/output), as in LeNet's S2.
+        stride = tuple(max(1, i // o) for i, o in zip(spatial_in, spatial_out))
+        return field.through(stride, stride)
+    if len(output_shape) < len(input_shape) and not isinstance(module, nn.Flatten):
+        return Field.ALL
+    return field
+
+
+def _adaptive_windows(size_in, size_out):
+    """Window lengths of adaptive pooling: [floor(i·n/m), ceil((i+1)·n/m)) for i < m."""
+    return [-(-(i + 1) * size_in // size_out) - (i * size_in // size_out) for i in range(size_out)]
+
+
+# ====================================================================== rows and FLOPs
+
+class Row:
+    """One line of the table; the numbers are those of one sample (times B when shown)."""
+
+    def __init__(self, name, kind):
+        self.name, self.type = name, kind
+        self.in_channels = self.out_channels = None
+        self.kernel = self.stride = self.padding = self.groups = None
+        self.output_shape = ()
+        self.activations = 0
+        self.params = 0
+        self.flops = dict.fromkeys(CATEGORIES, 0)   # per sample
+        self.stores_activations = True
+        self.field = None
+        self.layers = 1                             # > 1 for a collapsed block
+
+    @property
+    def out_hw(self):
+        return self.output_shape[1:3] if len(self.output_shape) == 3 else None
+
+
+def _shape(value):
+    tensors = _tensors_in(value)
+    return tuple(tensors[0].shape) if tensors else ()
+
+
+def _count_flops(module, input_shape, output_shape, activations):
+    """FLOPs of one sample through ``module``, by category (see the module docstring)."""
+    flops = dict.fromkeys(CATEGORIES, 0)
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        flops["conv"] = activations * kh * kw * (module.in_channels // module.groups) * 2
+        flops["bias"] = activations if module.bias is not None else 0
+    elif isinstance(module, nn.Linear):
+        positions = int(np.prod(output_shape[1:-1])) if len(output_shape) > 2 else 1
+        flops["linear"] = 2 * module.in_features * module.out_features * positions
+        flops["bias"] = module.out_features * positions if module.bias is not None else 0
+    elif isinstance(module, WINDOW_POOLS):
+        kh, kw = module.kernel_size
+        flops["pool"] = activations * kh * kw
+    elif isinstance(module, ADAPTIVE_POOLS):
+        (h_in, w_in), (h_out, w_out) = input_shape[2:], output_shape[2:]
+        areas = sum(_adaptive_windows(h_in, h_out)) * sum(_adaptive_windows(w_in, w_out))
+        flops["pool"] = output_shape[1] * areas
+    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        flops["norm"] = 2 * activations
+    elif isinstance(module, nn.LocalResponseNorm):
+        flops["norm"] = (2 * module.size + 4) * activations
+    elif isinstance(module, ACTIVATION_LAYERS):
+        flops["act"] = activations
+    elif hasattr(module, "count_flops"):
+        reported = module.count_flops(input_shape, output_shape)
+        for category, value in (reported.items() if isinstance(reported, dict)
+                                else [("other", reported)]):
+            if category not in CATEGORIES:
+                raise ValueError(f"summary: {type(module).__name__}.count_flops returned the "
+                                 f"category {category!r}; known: {', '.join(CATEGORIES)}")
+            flops[category] += int(value)
+    return flops
+
+
+def _settings(row, module, input_shape):
+    """Fill the channel / kernel / stride / padding / groups columns from the module."""
+    if len(input_shape) >= 2:
+        row.in_channels = input_shape[1]
+    if isinstance(module, nn.Conv2d):
+        row.kernel, row.stride, row.padding = module.kernel_size, module.stride, module.padding
+        row.groups = module.groups
+    elif isinstance(module, WINDOW_POOLS):
+        row.kernel, row.stride, row.padding = module.kernel_size, module.stride, module.padding
+
+
+def _collect(model, input_shape):
+    """Trace a batch-1 pass and turn it into rows (input row first) plus the trace."""
+    parameter = next(iter(model.parameters()), None)
+    xp = get_array_module(parameter.data) if parameter is not None else np
+    dtype = parameter.dtype if parameter is not None else np.float32
+    sample = np.random.default_rng(0).standard_normal((1,) + tuple(input_shape))
+    trace = trace_forward(model, Tensor(xp.asarray(sample, dtype=dtype)))
+    fields = _FieldTracker(trace)
+
+    first = Row("input", "Input")
+    first.output_shape = tuple(input_shape)
+    first.out_channels = input_shape[0]
+    first.activations = int(np.prod(input_shape))
+    first.field = Field.PIXEL
+    rows, events = [first], []          # events: (row or None, call) in hook order
+    counted = set()
+    for call in trace.calls:
+        own_params = [p for p in call.module._parameters.values() if p is not None]
+        if not _is_row_module(call.module):
+            events.append((None, call))
+            continue
+        row = Row(call.name, type(call.module).__name__)
+        in_shape = _shape(call.inputs)
+        out_tensors = _tensors_in(call.output)
+        out_shape = _shape(call.output)
+        row.output_shape = out_shape[1:]
+        if len(row.output_shape) >= 1:
+            row.out_channels = row.output_shape[0]
+        row.params = sum(p.size for p in own_params if id(p) not in counted)
+        counted.update(id(p) for p in own_params)
+        input_field = Field.merge([fields.of(t) for t in _tensors_in(call.inputs)])
+        if call.is_leaf:
+            row.activations = sum(int(np.prod(t.shape[1:])) for t in out_tensors)
+            row.flops = _count_flops(call.module, in_shape, out_shape, row.activations)
+            row.stores_activations = not isinstance(call.module, VIEW_LAYERS)
+            row.field = _layer_field(call.module, input_field, in_shape, out_shape)
+            for t in out_tensors:
+                fields.set(t, row.field)
+        else:                      # a container's own parameters: its output is its children's
+            row.stores_activations = False
+            row.field = Field.merge([fields.of(t) for t in out_tensors])
+        _settings(row, call.module, in_shape)
+        rows.append(row)
+        events.append((row, call))
+
+    all_params = {id(p): p.size for p in model.parameters()}
+    unused = sum(size for pid, size in all_params.items() if pid not in counted)
+    additions = _between_layer_additions(trace)
+    return rows, events, trace, fields, unused, additions
+
+
+def _between_layer_additions(trace):
+    """FLOPs (per sample) of element-wise additions of two same-shaped activations made
+    outside every layer (residual connections): one per output element."""
+    total = 0
+    for op in trace.operations:
+        if op.kind != "Add" or len(op.input_shapes) != 2 or any(op.input_is_parameter):
+            continue
+        if op.module is not None and _is_row_module(op.module):
+            continue                        # inside a layer, e.g. a Linear's own "+ bias"
+        if op.input_shapes[0] == op.input_shapes[1] == op.output_shape:
+            total += int(np.prod(op.output_shape[1:]))
+    return total
+
+
+def _is_row_module(module):
+    """A layer of the table: no children, or parameters of its own."""
+    return not module._modules or any(p is not None for p in module._parameters.values())
+
+
+def _collapse(rows, events, depth, model, fields):
+    """Rows deeper than ``depth`` name components merged into one row per block."""
+    if depth is None:
+        return rows
+    types = {name: type(m).__name__ for name, m in model.named_modules()}
+    result, group, prefix = [rows[0]], [], None
+    pending_containers = []
+
+    def close():
+        if not group:
+            return
+        block = Row(prefix, types.get(prefix, "Block"))
+        block.layers = len(group)
+        block.in_channels = group[0].in_channels
+        container = next((c for c in pending_containers if c.name == prefix), None)
+        out_shape = (_shape(container.output)[1:] if container is not None
+                     else group[-1].output_shape)
+        block.output_shape = out_shape
+        block.out_channels = out_shape[0] if out_shape else None
+        block.activations = sum(r.activations for r in group if r.stores_activations)
+        block.params = sum(r.params for r in group)
+        for category in CATEGORIES:
+            block.flops[category] = sum(r.flops[category] for r in group)
+        block.field = (Field.merge([fields.of(t) for t in _tensors_in(container.output)])
+                       if container is not None else Field.merge([r.field for r in group]))
+        result.append(block)
+
+    for row, call in events:
+        if row is None:                     # a parameter-free container finished
+            pending_containers.append(call)
+            continue
+        parts = row.name.split(".")
+        if len(parts) <= depth:
+            close()
+            group, prefix, pending_containers = [], None, []
+            result.append(row)
+            continue
+        row_prefix = ".".join(parts[:depth])
+        if row_prefix != prefix:
+            close()
+            group, prefix, pending_containers = [], row_prefix, []
+        group.append(row)
+    # the last block's container fires after its last layer: look at all of them
+    close()
+    return result
+
+
+# ========================================================================== measuring
+
+def measure_training_step(model, input_shape, batch_size, seed=0):
+    """Peak memory of one real training step at ``batch_size``, on a copy of ``model``.
+
+    The step: forward in training mode, softmax cross-entropy against random labels (or the
+    mean square of the output when it is not (N, classes)), backward, and an SGD update with
+    one momentum slot per parameter — what the 3·#params rule assumes.
+
+    Returns a dict: ``peak_bytes`` = bytes of the parameters and buffers that exist before
+    the step + the peak of new allocations during it (``tracemalloc``: every NumPy array is
+    reported to it; memory that compiled kernels allocate outside NumPy is not),
+    ``resident_bytes``, ``step_peak_bytes``, ``rss_growth_bytes`` (growth of the process's
+    peak resident set; 0 when the process had already peaked higher) and ``seconds``.
+    """
+    import resource
+
+    from minicnn import functional as F
+
+    work = copy.deepcopy(model)       # measuring must not change the caller's weights
+    params = list(work.parameters())
+    if params and get_array_module(params[0].data) is not np:
+        raise ValueError("summary(measure=True): measures host (NumPy) memory; the model "
+                         "lives on the GPU — move it to the CPU to measure")
+    dtype = params[0].dtype if params else np.float32
+    resident = (sum(p.data.nbytes for p in params)
+                + sum(b.nbytes for b in work.buffers() if b is not None))
+    rng = np.random.default_rng(seed)
+    gc.collect()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    already_tracing = tracemalloc.is_tracing()
+    if already_tracing:
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+    else:
+        tracemalloc.start()
+        base = 0
+    start = time.perf_counter()
+    try:
+        work.train()
+        x = Tensor(rng.standard_normal((batch_size,) + tuple(input_shape)).astype(dtype))
+        outputs = work(x)
+        # several outputs (GoogLeNet's auxiliary classifiers in training): sum their losses
+        loss = None
+        for out in (outputs if isinstance(outputs, (tuple, list)) else (outputs,)):
+            if out.ndim == 2:
+                term = F.cross_entropy(out, rng.integers(0, out.shape[1], batch_size))
+            else:
+                term = (out * out).mean()
+            loss = term if loss is None else loss + term
+        loss.backward()
+        slots = {}
+        for p in params:
+            if p.grad is not None:
+                slots[id(p)] = p.grad.copy()       # the momentum buffer
+                p.data -= 0.01 * slots[id(p)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        if not already_tracing:
+            tracemalloc.stop()
+    seconds = time.perf_counter() - start
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step_peak = peak - base
+    return {"batch_size": batch_size, "peak_bytes": resident + step_peak,
+            "resident_bytes": resident, "step_peak_bytes": step_peak,
+            "rss_growth_bytes": max(0, rss_after - rss_before) * 1024, "seconds": seconds}
+
+
+# ============================================================================ summary
+
+def summary(model, input_size, batch_size=1, in_channels=None, format="text", depth=None,
+            measure=False, count=DEFAULT_COUNT, measure_batch_size=None):
+    """The per-layer cost table of ``model`` for inputs of ``input_size``.
+
+    Args:
+        model: a ``Module``.
+        input_size: the side of a square image (int), ``(H, W)``, ``(C, H, W)``, or
+            ``(features,)`` for a network that takes vectors.
+        batch_size: B in every FLOP and memory figure (nothing runs at this batch).
+        in_channels: C when ``input_size`` does not say; by default the ``in_channels`` of
+            the model's first Conv2d.
+        format: ``'text'`` (aligned table), ``'markdown'``, ``'csv'`` or ``'dict'``.
+        depth: None for one row per layer; an int d to show rows at most d name levels
+            deep, every deeper layer folded into its block's row (subtotals of #act,
+            #params, FLOPs and memory; the block's output and receptive field).
+        measure: also run one real training step and report its measured peak memory.
+        count: FLOP categories summed in the FLOPs column (see the module docstring),
+            or ``'all'``.
+        measure_batch_size: the batch of the measured step (default ``batch_size``).
+
+    Returns the rendered table (a str), or a dict for ``format='dict'``.
+    """
+    shape = _input_shape(model, input_size, in_channels)
+    if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+            or batch_size < 1):
+        raise ValueError(f"summary: batch_size must be a positive int, got {batch_size!r}")
+    if format not in FORMATS:
+        raise ValueError(f"summary: format must be one of {FORMATS}, got {format!r}")
+    if depth is not None and (not isinstance(depth, (int, np.integer)) or depth < 1):
+        raise ValueError(f"summary: depth must be None or an int >= 1, got {depth!r}")
+    count = CATEGORIES if count == "all" else (count,) if isinstance(count, str) else tuple(count)
+    unknown = [c for c in count if c not in CATEGORIES]
+    if unknown:
+        raise ValueError(f"summary: unknown FLOP categories {unknown}; known: "
+                         f"{', '.join(CATEGORIES)}")
+
+    rows, events, trace, fields, unused, additions = _collect(model, shape)
+    layer_rows = rows
+    rows = _collapse(rows, events, depth, model, fields)
+    totals = _totals(layer_rows, additions, trace, fields)
+    report = _as_dict(model, shape, batch_size, count, rows, totals, unused, additions)
+    if measure:
+        measured_batch = measure_batch_size or batch_size
+        result = measure_training_step(model, shape, measured_batch)
+        result["estimate_bytes"] = _memory_estimate(totals, measured_batch)
+        report["measured"] = result
+    if format == "dict":
+        return report
+    if format == "csv":
+        return _render_csv(report)
+    return _render_table(report, markdown=(format == "markdown"))
+
+
+def _input_shape(model, input_size, in_channels):
+    """(C, H, W) or (features,) from the many ways of saying it."""
+    if isinstance(input_size, (int, np.integer)) and not isinstance(input_size, bool):
+        spatial = (int(input_size), int(input_size))
+    elif isinstance(input_size, (tuple, list)) and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in input_size):
+        if len(input_size) in (1, 3):
+            if in_channels is not None and len(input_size) == 3 and input_size[0] != in_channels:
+                raise ValueError(f"summary: input_size {tuple(input_size)} has "
+                                 f"{input_size[0]} channels but in_channels={in_channels}")
+            shape = tuple(int(v) for v in input_size)
+            if min(shape) < 1:
+                raise ValueError(f"summary: input_size must be positive, got {shape}")
+            return shape
+        if len(input_size) != 2:
+            raise ValueError(f"summary: input_size must be an int, (H, W), (C, H, W) or "
+                             f"(features,), got {tuple(input_size)}")
+        spatial = tuple(int(v) for v in input_size)
+    else:
+        raise TypeError(f"summary: input_size must be an int or a tuple of ints, got "
+                        f"{input_size!r}")
+    if min(spatial) < 1:
+        raise ValueError(f"summary: input_size must be positive, got {spatial}")
+    if in_channels is None:
+        first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        if first_conv is None:
+            raise ValueError("summary: input_size gives no channel count and the model has "
+                             "no Conv2d to infer it from; pass in_channels= or (C, H, W)")
+        in_channels = first_conv.in_channels
+    return (int(in_channels),) + spatial
+
+
+def _totals(rows, additions, trace, fields):
+    total = Row("total", "")
+    total.activations = sum(r.activations for r in rows if r.stores_activations)
+    total.params = sum(r.params for r in rows)
+    for category in CATEGORIES:
+        total.flops[category] = sum(r.flops[category] for r in rows)
+    total.flops["add"] += additions
+    total.output_shape = _shape(trace.output)[1:]
+    total.out_channels = total.output_shape[0] if total.output_shape else None
+    total.field = Field.merge([fields.of(t) for t in _tensors_in(trace.output)])
+    total.layers = len(rows) - 1
+    return total
+
+
+def _memory_estimate(total, batch_size):
+    return (ACTIVATION_COPIES * batch_size * total.activations * BYTES_PER_VALUE
+            + PARAMETER_COPIES * total.params * BYTES_PER_VALUE)
+
+
+def _row_dict(row, batch_size, count):
+    flops = {c: v * batch_size for c, v in row.flops.items()}
+    stored = row.activations if row.stores_activations else 0
+    return OrderedDict([
+        ("name", row.name), ("type", row.type), ("layers", row.layers),
+        ("in_channels", row.in_channels), ("out_channels", row.out_channels),
+        ("kernel", row.kernel), ("stride", row.stride), ("padding", row.padding),
+        ("groups", row.groups), ("output_shape", tuple(row.output_shape)),
+        ("activations", row.activations), ("params", row.params),
+        ("flops", sum(flops[c] for c in count)), ("flops_by_category", flops),
+        ("activation_bytes", ACTIVATION_COPIES * batch_size * stored * BYTES_PER_VALUE),
+        ("param_bytes", PARAMETER_COPIES * row.params * BYTES_PER_VALUE),
+        # (h, w) pairs; "all" once a Linear layer or global pooling has seen the whole image;
+        # None where no field is defined (a container's own row)
+        ("receptive_field", None if row.field is None else (row.field.size or "all")),
+        ("jump", None if row.field is None else (row.field.jump or "all")),
+    ])
+
+
+def _as_dict(model, shape, batch_size, count, rows, totals, unused, additions):
+    total = _row_dict(totals, batch_size, count)
+    return {
+        "model": type(model).__name__, "input_shape": tuple(shape), "batch_size": batch_size,
+        "count": count, "rows": [_row_dict(r, batch_size, count) for r in rows],
+        "total": total,
+        "uncounted_flops": {c: v for c, v in total["flops_by_category"].items() if c not in count},
+        "unused_params": unused, "memory_estimate_bytes": _memory_estimate(totals, batch_size),
+        "measured": None,
+    }
+
+
+# ========================================================================= rendering
+
+COLUMNS = ("name", "type", "channels", "kernel", "stride", "pad", "groups", "out C",
+           "out H×W", "#act", "#params", "FLOPs", "act mem", "param mem", "RF", "jump")
+
+
+def _pair_text(pair):
+    if pair is None:
+        return ""
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}×{pair[1]}"
+
+
+def _cells(row):
+    shape = row["output_shape"]
+    hw = f"{shape[1]}×{shape[2]}" if len(shape) == 3 else ""
+    conv_like = row["kernel"] is not None or row["layers"] > 1 and row["name"] != "total"
+    channels = f"{row['in_channels']}→{row['out_channels']}" if conv_like else ""
+    return [row["name"], row["type"] + (f" ({row['layers']} layers)" if row["layers"] > 1
+                                        and row["name"] != "total" else ""),
+            channels, "" if row["kernel"] is None else "×".join(map(str, row["kernel"])),
+            _pair_text(row["stride"]),
+            _pair_text(row["padding"]), "" if row["groups"] in (None, 1) else str(row["groups"]),
+            "" if row["out_channels"] is None else str(row["out_channels"]), hw,
+            f"{row['activations']:,}", f"{row['params']:,}", f"{row['flops']:,}",
+            _bytes(row["activation_bytes"]), _bytes(row["param_bytes"]),
+            _field_text(row["receptive_field"]), _field_text(row["jump"])]
+
+
+def _field_text(value):
+    return "" if value is None else value if isinstance(value, str) else _pair_text(value)
+
+
+def _bytes(n):
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n} B"
+
+
+def _flops_text(n):
+    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return str(n)
+
+
+def _render_table(report, markdown):
+    rows = [_cells(r) for r in report["rows"]]
+    total = _cells(report["total"])
+    total[1] = ""
+    numeric = set(range(9, 14))
+    title = (f"{report['model']}: input {'×'.join(map(str, report['input_shape']))}, "
+             f"batch {report['batch_size']}")
+    if markdown:
+        line = lambda cells: "| " + " | ".join(cells) + " |"
+        rule = "|" + "|".join("---:" if i in numeric else "---" for i in range(len(COLUMNS))) + "|"
+        lines = [f"**{title}**", "", line(list(COLUMNS)), rule]
+        lines += [line(r) for r in rows]
+        lines.append(line([f"**{v}**" if v else v for v in total]))
+        lines.append("")
+    else:
+        table = [list(COLUMNS)] + rows + [total]
+        widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
+        fmt = lambda cells: "  ".join(v.rjust(widths[i]) if i in numeric or i >= 14 else
+                                      v.ljust(widths[i]) for i, v in enumerate(cells)).rstrip()
+        rule = "-" * len(fmt(list(COLUMNS)))
+        lines = [title, rule, fmt(list(COLUMNS)), rule] + [fmt(r) for r in rows]
+        lines += [rule, fmt(total), rule]
+    lines += _footer(report)
+    return "\n".join(lines)
+
+
+def _footer(report):
+    B = report["batch_size"]
+    total = report["total"]
+    by_category = total["flops_by_category"]
+    counted = ", ".join(f"{c} {_flops_text(by_category[c])}" for c in report["count"])
+    uncounted = ", ".join(f"{c} {_flops_text(v)}" for c, v in report["uncounted_flops"].items())
+    act = total["activation_bytes"]
+    par = total["param_bytes"]
+    lines = [
+        f"FLOPs (forward, batch {B}, multiply-add = 2): {_flops_text(total['flops'])} = {counted}.",
+        f"Not in the FLOPs column (pass count= to include): {uncounted}. Residual additions "
+        f"and concatenations are functional operations, not layers: no row, only the "
+        f"'add' total.",
+        f"Memory rule of thumb (float32, training): activations 2·B·Σ#act·4 B = {_bytes(act)}, "
+        f"parameters 3·Σ#params·4 B = {_bytes(par)}, total {_bytes(act + par)}.",
+        f"Parameters: {total['params']:,}.",
+    ]
+    if report["unused_params"]:
+        lines.append(f"Not used by this forward pass (e.g. auxiliary classifiers in eval "
+                     f"mode), so in no row: {report['unused_params']:,} parameters.")
+    measured = report["measured"]
+    if measured:
+        ratio = measured["peak_bytes"] / max(1, measured["estimate_bytes"])
+        lines.append(
+            f"Measured training step at batch {measured['batch_size']}: peak "
+            f"{_bytes(measured['peak_bytes'])} (parameters and buffers "
+            f"{_bytes(measured['resident_bytes'])} + tracemalloc peak of NumPy allocations "
+            f"{_bytes(measured['step_peak_bytes'])}) vs rule of thumb "
+            f"{_bytes(measured['estimate_bytes'])} (ratio {ratio:.2f}); peak RSS grew by "
+            f"{_bytes(measured['rss_growth_bytes'])}; {measured['seconds']:.2f} s.")
+    return lines
+
+
+def _render_csv(report):
+    import csv
+    import io
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    head = ["name", "type", "layers", "in_channels", "out_channels", "kernel_h", "kernel_w",
+            "stride_h", "stride_w", "pad_h", "pad_w", "groups", "out_c", "out_h", "out_w",
+            "activations", "params", "flops"] + [f"flops_{c}" for c in CATEGORIES] + [
+            "activation_bytes", "param_bytes", "rf_h", "rf_w", "jump_h", "jump_w"]
+    writer.writerow(head)
+    for row in report["rows"] + [report["total"]]:
+        shape = tuple(row["output_shape"]) + ("",) * 3
+        pair = lambda p: ("", "") if p is None else (p, p) if isinstance(p, str) else p
+        field, jump = pair(row["receptive_field"]), pair(row["jump"])
+        writer.writerow([row["name"], row["type"], row["layers"],
+                         _blank(row["in_channels"]), _blank(row["out_channels"]),
+                         *pair(row["kernel"]), *pair(row["stride"]), *pair(row["padding"]),
+                         _blank(row["groups"]), *shape[:3], row["activations"], row["params"],
+                         row["flops"], *[row["flops_by_category"][c] for c in CATEGORIES],
+                         row["activation_bytes"], row["param_bytes"], *field, *jump])
+    return buffer.getvalue()
+
+
+def _blank(value):
+    return "" if value is None else value
