@@ -180,6 +180,16 @@ def build_parser(family, defaults, variants):
         "--batch-size is per rank; rank 0 prints and saves", action="store_true")
     add(where, "--sync-bn", "with --distributed: batch norm over all ranks' samples "
         "(SyncBatchNorm)", action="store_true")
+    see = parser.add_argument_group("seeing inside and transfer")
+    add(see, "--measure", "with --summary: also run one real training step at batch N and "
+        "show its measured peak memory next to the rule of thumb", type=int, metavar="N")
+    add(see, "--plot", "after training, write learning curves, first-layer filters, feature "
+        "maps, the confusion matrix and the worst misclassified images as PNGs into DIR",
+        metavar="DIR")
+    add(see, "--finetune", "start from the weights of this checkpoint (a head of another "
+        "size is skipped and reported)", metavar="CHECKPOINT")
+    add(see, "--freeze", "with --finetune: none, backbone (train only the head) or "
+        "all-but-last-N", metavar="MODE")
     return parser
 
 
@@ -380,9 +390,10 @@ def _say(message):
 
 # ----------------------------------------------------------------------------- actions
 
-def show_summary(architecture, model, in_channels, input_size, batch_size):
+def show_summary(architecture, model, in_channels, input_size, batch_size, measure=None):
     from minicnn.summary import summary
-    result = summary(model, (in_channels, input_size, input_size), batch_size)
+    result = summary(model, (in_channels, input_size, input_size), batch_size,
+                     measure=measure is not None, measure_batch_size=measure)
     if result is not None:
         print(result)
 
@@ -472,7 +483,18 @@ def train(family, architecture, dataset, settings, args, state, started):
     model.to(settings["device"])
     probe_input(model, architecture, train_set.channels, input_size, settings["device"])
     if args.summary:
-        show_summary(architecture, model, train_set.channels, input_size, settings["batch_size"])
+        show_summary(architecture, model, train_set.channels, input_size, settings["batch_size"],
+                     args.measure)
+    if args.finetune:
+        from minicnn.nn import apply_freeze, load_partial
+        try:
+            print(load_partial(model, args.finetune))
+            frozen = apply_freeze(model, args.freeze or "none")
+        except (OSError, ValueError) as error:
+            raise CliError(f"--finetune {args.finetune}: {error}") from None
+        print(f"frozen ({args.freeze or 'none'}): {_count(len(frozen), 'parameter', 'parameters')}")
+    elif args.freeze:
+        raise CliError("--freeze needs --finetune CHECKPOINT")
 
     batch_size = settings["batch_size"]
     train_transform = make_pipeline(meta, settings["augment"])
@@ -489,7 +511,8 @@ def train(family, architecture, dataset, settings, args, state, started):
         train_loader = data_parallel.shard(train_loader)
         test_loader = data_parallel.shard(test_loader, remainder="uneven")
     try:
-        optimizer = make_optimizer(settings["optimizer"], model.parameters(), settings["lr"],
+        from minicnn.nn import trainable_parameters   # frozen parameters stay out
+        optimizer = make_optimizer(settings["optimizer"], trainable_parameters(model), settings["lr"],
                                    momentum=settings["momentum"],
                                    weight_decay=settings["weight_decay"],
                                    **optimizer_options(settings))
@@ -535,7 +558,18 @@ def train(family, architecture, dataset, settings, args, state, started):
         print(f"done in {time.perf_counter() - started:.1f} s: test accuracy "
               f"{100 * last['test_accuracy']:.2f}% (top-5 {100 * last['test_top5']:.2f}%), "
               f"checkpoint {save}")
+    if args.plot and (data_parallel is None or data_parallel.is_main_process):
+        write_plots(args.plot, model, history, test_set, test_loader, test_transform)
     return history
+
+
+def write_plots(directory, model, history, test_set, test_loader, test_transform):
+    from minicnn import plots
+    labels, scores = plots.scores_for(model, test_loader)
+    paths = plots.write_all(directory, history=history, model=model, images=test_set.images,
+                            labels=labels, scores=scores, class_names=list(test_set.classes),
+                            preprocess=lambda batch: test_transform(batch, None))
+    print("plots: " + ", ".join(paths))
 
 
 # ----------------------------------------------------------------------------- main
@@ -584,7 +618,8 @@ def run(family, argv):
         input_size = args.input_size or entry.input_size
         model = build_model(architecture, num_classes, in_channels, settings["seed"])
         probe_input(model, architecture, in_channels, input_size, "cpu")
-        show_summary(architecture, model, in_channels, input_size, settings["batch_size"])
+        show_summary(architecture, model, in_channels, input_size, settings["batch_size"],
+                     args.measure)
     if args.predict:
         predict(state, args.predict, settings["device"])
     elif args.eval_only:
