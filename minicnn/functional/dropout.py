@@ -1,0 +1,137 @@
+"""Dropout (Srivastava et al., 2014), spatial dropout and stochastic depth's drop-path.
+
+All three are *inverted* dropout: in training, y = x · mask with
+
+    mask = keep / (1 − p),   keep ~ Bernoulli(1 − p)
+
+so that E[y] = x and evaluation needs no rescaling: outside training (or with p = 0) they
+are the identity and return their input unchanged. The backward is gx = gy · mask. They
+differ only in what one random draw covers:
+
+    dropout      every element                     mask shape = x.shape
+    dropout2d    whole feature maps (Tompson et    mask shape (N, C, 1, 1)
+                 al., 2015): neighbouring pixels
+                 are correlated, so dropping single
+                 pixels barely regularizes a conv
+    drop_path    a whole sample's residual branch  mask shape (N, 1, 1, ...)
+                 (Huang et al., 2016; the per-
+                 sample form used by EfficientNet)
+
+Masks are made in the input's dtype (a float32 network stays float32) and, for an
+element-wise mask, in the input's memory order (a channels-last activation stays
+channels-last). Randomness: pass ``rng`` (a ``numpy.random.Generator``), or use the module's
+generator, seeded with ``manual_seed(seed)``. On the GPU without an ``rng`` the mask is
+drawn by CuPy's generator (seeded by ``manual_seed`` too); with an ``rng`` it is drawn on the
+host and copied over, which is reproducible across devices but slower.
+"""
+import numpy as np
+
+from minicnn.backend import cupy_or_none, get_array_module
+from minicnn.tensor import Function, Tensor
+
+_generator = np.random.default_rng()
+
+
+def manual_seed(seed):
+    """Seed the generator dropout uses when no ``rng`` is given (and CuPy's, if present)."""
+    global _generator
+    _generator = np.random.default_rng(seed)
+    cupy = cupy_or_none()
+    if cupy is not None:
+        cupy.random.seed(seed)
+
+
+def _uniform(xp, shape, dtype, rng):
+    """Uniform [0, 1) numbers of ``dtype`` (float32 or float64) on ``xp``'s device."""
+    if xp is np:
+        return (_generator if rng is None else rng).random(shape, dtype=dtype)
+    if rng is None:
+        return xp.random.random_sample(shape, dtype=dtype)        # CuPy's own generator
+    return xp.asarray(rng.random(shape, dtype=dtype))             # host draw, copied over
+
+
+def _uniform_like(x, rng):
+    """Uniform numbers shaped like ``x`` and laid out in memory like ``x``.
+
+    Draw them in x's memory order (axes sorted by decreasing stride) and view them in x's
+    axis order: for a channels-last (N, C, H, W) view that is an (N, H, W, C) draw seen as
+    (N, C, H, W), so x · mask keeps x's layout and reads both arrays in one sweep.
+    """
+    xp = get_array_module(x)
+    order = sorted(range(x.ndim), key=lambda axis: -x.strides[axis])
+    draw = _uniform(xp, tuple(x.shape[axis] for axis in order), _float_dtype(x), rng)
+    return draw.transpose(tuple(int(axis) for axis in np.argsort(order)))
+
+
+def _float_dtype(x):
+    return x.dtype if x.dtype in (np.float32, np.float64) else np.float32
+
+
+def _keep_mask(uniform, p, dtype):
+    """keep / (1 − p) with keep = (u ≥ p), which is 1 with probability 1 − p."""
+    mask = (uniform >= p).astype(dtype)
+    mask *= dtype.type(1.0 / (1.0 - p))
+    return mask
+
+
+class MaskMultiply(Function):
+    """y = x · mask (``mask`` broadcasts to x);   gx = gy · mask."""
+
+    def __init__(self, mask):
+        self.mask = mask
+
+    def forward(self, x):
+        return x * self.mask
+
+    def backward(self, gy):
+        return gy * self.mask
+
+
+def _check(name, x, p):
+    data = x.data if isinstance(x, Tensor) else x
+    if not (isinstance(p, (int, float)) and 0.0 <= p < 1.0):
+        raise ValueError(f"{name}: p must be a probability in [0, 1), got {p!r}")
+    if data.dtype.kind != "f":
+        raise TypeError(f"{name}: expected a floating-point input, got dtype {data.dtype}")
+    return data
+
+
+def dropout(x, p=0.5, training=True, rng=None):
+    """Zero each element with probability p and scale the survivors by 1/(1 − p)."""
+    data = _check("dropout", x, p)
+    if not training or p == 0:
+        return x
+    return MaskMultiply(_keep_mask(_uniform_like(data, rng), p, data.dtype))(x)
+
+
+def dropout2d(x, p=0.5, training=True, rng=None):
+    """Zero whole channels of (N, C, H, W) with probability p; scale the rest by 1/(1 − p)."""
+    data = _check("dropout2d", x, p)
+    if data.ndim != 4:
+        raise ValueError(f"dropout2d: expected a 4-D (N, C, H, W) input, got shape "
+                         f"{data.shape}")
+    if not training or p == 0:
+        return x
+    xp = get_array_module(data)
+    uniform = _uniform(xp, data.shape[:2] + (1, 1), _float_dtype(data), rng)
+    return MaskMultiply(_keep_mask(uniform, p, data.dtype))(x)
+
+
+def drop_path(x, p=0.0, training=True, rng=None):
+    """Stochastic depth: zero whole samples of a residual branch with probability p, scale
+    the kept ones by 1/(1 − p). The mask has shape (N, 1, 1, ...)."""
+    data = _check("drop_path", x, p)
+    if data.ndim < 1:
+        raise ValueError("drop_path: expected an input with a batch axis, got a scalar")
+    if not training or p == 0:
+        return x
+    xp = get_array_module(data)
+    uniform = _uniform(xp, (data.shape[0],) + (1,) * (data.ndim - 1), _float_dtype(data),
+                       rng)
+    return MaskMultiply(_keep_mask(uniform, p, data.dtype))(x)
+
+
+# ``minicnn.functional.dropout`` names the *function* once the package has imported it, so
+# the seeding call is reachable from it too: F.dropout.manual_seed(0) is this module's
+# manual_seed.
+dropout.manual_seed = manual_seed
