@@ -204,8 +204,9 @@ class Tensor:
                                f"{self.shape}")
         if grad.dtype != self.dtype:
             grad = grad.astype(self.dtype)
-        # Never alias: a backward may hand the same array to two leaves.
-        self.grad = grad.copy() if self.grad is None else self.grad + grad
+        # Never alias: a backward may hand the same array to two leaves. order="K" keeps a
+        # channels-last gradient channels-last (a C-order copy would transpose it).
+        self.grad = grad.copy(order="K") if self.grad is None else self.grad + grad
 
     # -- operators: each is one Function from minicnn.functional -----------------
     def __add__(self, other): return F.add(self, other)

@@ -34,7 +34,8 @@ small_shapes = st.sampled_from([(3, 2, 3, 4), (2, 3, 2, 2), (1, 2, 3, 3), (6, 3)
 
 def bn_inputs(shape, seed, layout="nchw"):
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape) * 2 + rng.standard_normal((1, shape[1]) + (1,) * (len(shape) - 2))
+    channel_offsets = rng.standard_normal((1, shape[1]) + (1,) * (len(shape) - 2))
+    x = rng.standard_normal(shape) * 2 + channel_offsets
     if layout == "channels_last" and x.ndim == 4:
         x = channels_last(x).transpose(0, 3, 1, 2)
     C = shape[1]
@@ -136,7 +137,8 @@ def test_batch_norm_float32_stays_float32_and_channels_last_stays_channels_last(
     x, gamma, beta = bn_inputs((4, 8, 5, 5), 0, "channels_last")
     x = x.astype(np.float32)
     t = Tensor(x, requires_grad=True)
-    g, b = Tensor(gamma.astype(np.float32), requires_grad=True), Tensor(beta.astype(np.float32), requires_grad=True)
+    g = Tensor(gamma.astype(np.float32), requires_grad=True)
+    b = Tensor(beta.astype(np.float32), requires_grad=True)
     rm, rv = np.zeros(8, np.float32), np.ones(8, np.float32)
     y = F.batch_norm(t, rm, rv, g, b)
     assert y.dtype == np.float32 and rm.dtype == np.float32

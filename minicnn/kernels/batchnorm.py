@@ -8,7 +8,8 @@ columns, one column per channel. Everything it needs is then one of
     backward_sums(gy, rows, mean)          Σ_m gy[m, c]   and   Σ_m gy[m, c] · (x[m, c] − mean_c)
     scale_shift(rows, scale, shift)        y[m, c] = x[m, c] · scale_c + shift_c
     scale_shift2(a, scale_a, b, scale_b, shift)
-                                           y[m, c] = a[m, c] · scale_a_c + b[m, c] · scale_b_c + shift_c
+                                           y[m, c] = a[m, c] · scale_a_c + b[m, c] · scale_b_c
+                                                     + shift_c
 
 Why kernels and not NumPy expressions: the NumPy forward makes several full passes and
 temporaries (x − mean, its square, x·scale, + shift), the backward more; each Numba

@@ -39,7 +39,7 @@ max pooling (uneven windows) reuses it.
 Average pooling (PyTorch's divisor rule)
 ----------------------------------------
     y[n, i, j, c]  = Σ over the window's cells inside the input of x[n, h, w, c] / divisor(i, j)
-    gx[n, h, w, c] = Σ over the windows (i, j) that contain (h, w) of gy[n, i, j, c] / divisor(i, j)
+    gx[n, h, w, c] = Σ over the windows (i, j) containing (h, w) of gy[n, i, j, c] / divisor(i, j)
 
 The divisor is separable, divisor(i, j) = count(i; H, KH, SH, PH) · count(j; W, KW, SW, PW),
 where along one axis a window starting at s = i·S − P covers [s, s + K) and
@@ -320,7 +320,9 @@ def avg_pool_backward_cpu(gy, kernel_size, stride, padding, in_size, count_inclu
 #   c = t % C,  b = (t / C) % B,  a = (t / (C·B)) % A,  n = t / (C·B·A).
 _NEGATIVE_INFINITY = r"""
 __device__ inline float negative_infinity(float)   { return __int_as_float(0xff800000); }
-__device__ inline double negative_infinity(double) { return __longlong_as_double(0xfff0000000000000ULL); }
+__device__ inline double negative_infinity(double) {
+    return __longlong_as_double(0xfff0000000000000ULL);
+}
 """
 
 _gpu.register("max_pool_forward_nhwc", _NEGATIVE_INFINITY + r"""
