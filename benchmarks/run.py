@@ -1,0 +1,195 @@
+"""The benchmark suite: ``python -m benchmarks`` (or ``python benchmarks/run.py``).
+
+For every row — a network, an input size and a batch — it measures, each framework in a
+fresh subprocess of its own and the two alternating row by row:
+
+* training throughput (images/s; median of ≥ 5 timed steps after a warm-up step, min and
+  max shown) and inference throughput;
+* effective GFLOP/s of a training step: the summary's forward FLOPs × 3 (forward, and a
+  backward that costs about two forwards) ÷ step time, and its fraction of the BLAS sgemm
+  rate measured on the same cores in the same run (the machine's practical limit);
+* the peak resident memory of the process around a training step;
+* with PyTorch installed (never a dependency: point ``--torch-python`` at an interpreter
+  that has it, or install it beside minicnn), the same network written in ``torch.nn``
+  (benchmarks/torch_models.py), at the same thread count, and the ratio minicnn / PyTorch.
+
+Then the Numba cold-start cost (first training step with an empty and with a warm kernel
+cache) and the time ``python -m architectures.lenet5 --help`` takes to answer.
+
+Results go to the terminal and to a JSON file (``--json``, default
+benchmarks/results/latest.json). Measure on a quiet machine: two threads per framework
+on two cores means any other busy process halves the figures.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.timing import gemm_rate
+
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# (registry name, channels, input side, batch, classes, timed repetitions)
+ROWS = [
+    ("lenet5", 1, 28, 64, 10, 20),
+    ("lenet5", 1, 28, 128, 10, 20),
+    ("lenet5", 1, 28, 256, 10, 20),
+    ("resnet18_cifar", 3, 32, 64, 10, 5),
+    ("vgg16_bn_cifar", 3, 32, 64, 10, 5),
+    ("mobilenet_v2", 3, 64, 32, 10, 5),
+    ("densenet121", 3, 64, 16, 10, 5),
+    ("googlenet", 3, 64, 16, 10, 5),
+    ("resnet50", 3, 224, 8, 1000, 3),
+]
+
+
+def thread_environment(threads, extra=None):
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                 "NUMBA_NUM_THREADS"):
+        env[name] = str(threads)
+    env["PYTHONPATH"] = REPOSITORY + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra or {})
+    return env
+
+
+def run_worker(python, framework, row, threads, repeat=None, extra_env=None, timeout=900):
+    model, channels, size, batch, classes, default_repeat = row
+    command = [python, "-m", "benchmarks.worker", "--framework", framework, "--model", model,
+               "--batch", str(batch), "--size", str(size), "--channels", str(channels),
+               "--classes", str(classes), "--repeat", str(repeat or default_repeat),
+               "--threads", str(threads)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPOSITORY,
+                            env=thread_environment(threads, extra_env), timeout=timeout)
+    if result.returncode != 0:
+        return {"error": result.stderr.strip().splitlines()[-1] if result.stderr else "failed"}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def torch_interpreter(requested):
+    """The Python that has PyTorch: ``requested``, else this one if it has it, else None."""
+    for candidate in ([requested] if requested else []) + [sys.executable]:
+        probe = subprocess.run([candidate, "-c", "import torch; print(torch.__version__)"],
+                               capture_output=True, text=True)
+        if probe.returncode == 0:
+            return candidate, probe.stdout.strip()
+    return None, None
+
+
+def forward_flops(row):
+    """FLOPs of one forward pass of the whole batch, from minicnn's cost table."""
+    import architectures
+    from minicnn.summary import summary
+    model_name, channels, size, batch, classes, _ = row
+    options = {"aux_logits": False} if model_name == "googlenet" else {}
+    model = architectures.create(model_name, num_classes=classes, in_channels=channels, **options)
+    table = summary(model, (channels, size, size), batch_size=batch, format="dict")
+    return table["totals"]["flops"]
+
+
+def cold_start(python, threads):
+    """First LeNet-5 training step with an empty Numba cache, then with the cache warm."""
+    row = ("lenet5", 1, 28, 128, 10, 1)
+    with tempfile.TemporaryDirectory() as cache:
+        env = {"NUMBA_CACHE_DIR": cache}
+        empty = run_worker(python, "minicnn", row, threads, repeat=1, extra_env=env)
+        warm = run_worker(python, "minicnn", row, threads, repeat=1, extra_env=env)
+    started = time.perf_counter()
+    subprocess.run([python, "-m", "architectures.lenet5", "--help"], capture_output=True,
+                   cwd=REPOSITORY, env=thread_environment(threads))
+    help_seconds = time.perf_counter() - started
+    return dict(first_step_empty_cache_s=empty.get("first_step_seconds"),
+                first_step_warm_cache_s=warm.get("first_step_seconds"),
+                help_seconds=help_seconds)
+
+
+def _fmt(value, spec):
+    return "—" if value is None else format(value, spec)
+
+
+def format_table(results, peak):
+    header = ["network", "input", "batch", "train img/s (min–max)", "GF/s", "% peak",
+              "infer img/s", "peak MB", "torch train", "torch infer", "torch MB",
+              "train ×torch", "infer ×torch"]
+    lines = [header]
+    for r in results:
+        m, t = r["minicnn"], r.get("torch")
+        if "error" in m:
+            lines.append([r["model"], r["input"], str(r["batch"]), "error: " + m["error"]] + [""] * 9)
+            continue
+        gflops = r["flops"] * 3 / 1e9 * m["train"]["median"] / r["batch"] if r.get("flops") else None
+        row = [r["model"], r["input"], str(r["batch"]),
+               f"{m['train']['median']:.1f} ({m['train']['min']:.1f}–{m['train']['max']:.1f})",
+               _fmt(gflops, ".1f"), _fmt(None if gflops is None else 100 * gflops / peak, ".0f"),
+               f"{m['inference']['median']:.1f}", f"{m['peak_rss_mb']:.0f}"]
+        if t is None:
+            row += ["not installed"] * 5
+        elif "error" in t:
+            row += ["error"] * 5
+        else:
+            row += [f"{t['train']['median']:.1f}", f"{t['inference']['median']:.1f}",
+                    f"{t['peak_rss_mb']:.0f}",
+                    f"{m['train']['median'] / t['train']['median']:.2f}",
+                    f"{m['inference']['median'] / t['inference']['median']:.2f}"]
+        lines.append(row)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.rjust(w) if i > 1 else cell.ljust(w)
+                               for i, (cell, w) in enumerate(zip(line, widths))) for line in lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="minicnn benchmark suite (see module docstring)")
+    parser.add_argument("--threads", type=int, default=2, help="threads per framework (default 2)")
+    parser.add_argument("--torch-python", help="a Python interpreter with PyTorch installed")
+    parser.add_argument("--only", nargs="*", help="only these networks (registry names)")
+    parser.add_argument("--json", default=os.path.join(REPOSITORY, "benchmarks", "results",
+                                                       "latest.json"))
+    parser.add_argument("--skip-cold-start", action="store_true")
+    args = parser.parse_args(argv)
+
+    torch_python, torch_version = torch_interpreter(args.torch_python)
+    peak = gemm_rate(2048, 2048, 2048)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+          f"{args.threads} threads per framework")
+    print(f"BLAS sgemm 2048³ (NumPy): {peak:.1f} GFLOP/s; PyTorch: "
+          f"{torch_version or 'not installed'}\n")
+    results = []
+    for row in ROWS:
+        if args.only and row[0] not in args.only:
+            continue
+        model, channels, size, batch, classes, _ = row
+        entry = dict(model=model, input=f"{channels}×{size}×{size}", batch=batch,
+                     classes=classes, flops=forward_flops(row))
+        entry["minicnn"] = run_worker(sys.executable, "minicnn", row, args.threads)
+        entry["torch"] = (run_worker(torch_python, "torch", row, args.threads)
+                          if torch_python else None)
+        results.append(entry)
+        print(f"  measured {model} batch {batch}", flush=True)
+    print()
+    print(format_table(results, peak))
+    report = dict(machine=dict(processor=platform.processor(), cores=os.cpu_count(),
+                               python=platform.python_version()),
+                  threads=args.threads, gemm_peak_gflops=peak, torch_version=torch_version,
+                  rows=results)
+    if not args.skip_cold_start:
+        report["cold_start"] = cold_start(sys.executable, args.threads)
+        c = report["cold_start"]
+        print(f"\nNumba cold start, first LeNet-5 training step (batch 128): empty cache "
+              f"{_fmt(c['first_step_empty_cache_s'], '.2f')} s, warm cache "
+              f"{_fmt(c['first_step_warm_cache_s'], '.2f')} s; "
+              f"`python -m architectures.lenet5 --help`: {c['help_seconds']:.2f} s")
+    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"\nwritten: {args.json}")
+
+
+if __name__ == "__main__":
+    main()

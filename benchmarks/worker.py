@@ -1,0 +1,127 @@
+"""One measurement in a fresh process: ``python -m benchmarks.worker --framework F --model M
+--batch B --size S --channels C --classes K --repeat R --threads T``.
+
+Prints one JSON line: training and inference throughput (median, min, max images/s),
+the parameter count, and the peak resident memory of the process (which, as it runs
+nothing else, is the peak of a training step plus the interpreter and libraries; the
+baseline after building the model is reported too).
+
+Each framework runs in its own process so that memory peaks and thread pools do not mix.
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _throughputs(step, batch, repeat, warmup):
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - started)
+    times.sort()
+    median = times[len(times) // 2] if len(times) % 2 else sum(times[len(times) // 2 - 1:len(times) // 2 + 1]) / 2
+    return dict(median=batch / median, min=batch / times[-1], max=batch / times[0],
+                step_seconds=median)
+
+
+def run_minicnn(args):
+    import numpy as np
+    import architectures
+    from minicnn import Tensor, functional as F, no_grad
+    from minicnn.optim import SGD
+
+    model = architectures.create(args.model, num_classes=args.classes, in_channels=args.channels,
+                                 **({"aux_logits": False} if args.model == "googlenet" else {}))
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.standard_normal((args.batch, args.channels, args.size, args.size)).astype(np.float32))
+    labels = rng.integers(0, args.classes, args.batch)
+    optimizer = SGD(list(model.parameters()), lr=0.01, momentum=0.9)
+    baseline = _peak_rss_mb()
+
+    def train_step():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), labels)
+        loss.backward()
+        optimizer.step()
+
+    started = time.perf_counter()
+    model.train()
+    train_step()
+    first_step = time.perf_counter() - started
+    train = _throughputs(train_step, args.batch, args.repeat, args.warmup)
+    peak_train = _peak_rss_mb()
+    model.eval()
+
+    def infer():
+        with no_grad():
+            model(x)
+    inference = _throughputs(infer, args.batch, args.repeat, args.warmup)
+    return dict(params=model.num_parameters(), train=train, inference=inference,
+                first_step_seconds=first_step, baseline_rss_mb=baseline, peak_rss_mb=peak_train)
+
+
+def run_torch(args):
+    import torch
+    from benchmarks.torch_models import BUILDERS
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = BUILDERS[args.model](args.classes)
+    if args.channels != 3:  # only LeNet takes grayscale here; its builder already does
+        assert args.model == "lenet5"
+    x = torch.randn(args.batch, args.channels, args.size, args.size)
+    labels = torch.randint(0, args.classes, (args.batch,))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    baseline = _peak_rss_mb()
+
+    def train_step():
+        optimizer.zero_grad()
+        loss_fn(model(x), labels).backward()
+        optimizer.step()
+
+    started = time.perf_counter()
+    model.train()
+    train_step()
+    first_step = time.perf_counter() - started
+    train = _throughputs(train_step, args.batch, args.repeat, args.warmup)
+    peak_train = _peak_rss_mb()
+    model.eval()
+
+    def infer():
+        with torch.no_grad():
+            model(x)
+    inference = _throughputs(infer, args.batch, args.repeat, args.warmup)
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return dict(params=params, train=train, inference=inference, first_step_seconds=first_step,
+                baseline_rss_mb=baseline, peak_rss_mb=peak_train, version=torch.__version__)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="one benchmark measurement (JSON on stdout)")
+    parser.add_argument("--framework", choices=("minicnn", "torch"), required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--batch", type=int, required=True)
+    parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--channels", type=int, default=3)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    result = run_torch(args) if args.framework == "torch" else run_minicnn(args)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    main()
