@@ -102,6 +102,24 @@ def concat_chain_row(name, rng, batch, channels, growth, layers, side, repeat=7)
                 forward_ms=forward * 1e3, train_ms=both * 1e3)
 
 
+def folding_row(name, rng, architecture, input_shape, repeat=7):
+    """Inference with and without conv–BN folding (``minicnn.nn.fold_batchnorm``)."""
+    import architectures
+    from minicnn import no_grad
+    from minicnn.nn import fold_batchnorm
+    model = architectures.create(architecture, num_classes=10, in_channels=input_shape[1]).eval()
+    folded = fold_batchnorm(model)
+    x = _tensor(rng, input_shape, requires_grad=False)
+
+    def infer(network):
+        with no_grad():
+            network(x)
+    plain = measure(lambda: infer(model), repeat)[0]
+    fast = measure(lambda: infer(folded), repeat)[0]
+    return dict(op=name, shape=f"{input_shape} inference", forward_ms=fast * 1e3,
+                unfolded_ms=plain * 1e3, folding_speedup=plain / fast)
+
+
 def run(repeat=7):
     rng = np.random.default_rng(0)
     rows = [
@@ -114,6 +132,8 @@ def run(repeat=7):
         conv_row("MobileNetV2 depthwise 3×3", rng, (32, 144, 16, 16), 144, 3, 1, 1, 144, repeat=repeat),
         pool_row("max-pool 3×3/2", rng, (16, 64, 112, 112), 3, 2, 1, repeat=repeat),
         concat_chain_row("DenseNet concat chain", rng, 16, 64, 32, 6, 16, repeat=repeat),
+        folding_row("ResNet-18 CIFAR, BN folded", rng, "resnet18_cifar", (64, 3, 32, 32),
+                    repeat=repeat),
     ]
     return rows
 
@@ -145,6 +165,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rows = run(args.repeat)
     print(format_table(rows))
+    for r in rows:
+        if "folding_speedup" in r:
+            print(f"\n{r['op']}: {r['unfolded_ms']:.1f} ms unfolded → {r['forward_ms']:.1f} ms "
+                  f"folded ({r['folding_speedup']:.2f}× faster inference)")
     print(f"\nBLAS square sgemm 2048³: {gemm_rate(2048, 2048, 2048):.1f} GF/s "
           f"(the machine's practical limit)")
     if args.json:
