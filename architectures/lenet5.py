@@ -180,9 +180,12 @@ def lenet5_lecun98(num_classes=10, in_channels=1, rbf_output=True):
 
 
 # Training defaults for ``python -m architectures.lenet5 --train mnist`` (see minicnn/cli.py).
+# Four epochs without augmentation reached 98.55% (just short of 99%): two more epochs and
+# random ±2-pixel translations close the gap between training and test accuracy.
 CLI_DEFAULTS = {
     "variant": "lenet5",
-    "epochs": 4,
+    "epochs": 6,
+    "datasets": {"mnist": {"augment": "translate"}},
     "batch_size": 64,
     "optimizer": "sgd",
     "lr": 0.05,
