@@ -353,8 +353,11 @@ def alexnet_owt(num_classes=1000, in_channels=3, **options):
     return AlexNetOWT(num_classes, in_channels, **options)
 
 
-CLI_DEFAULTS = {"variant": "alexnet", "input_size": 67, "epochs": 1, "batch_size": 64,
-                "optimizer": "sgd", "lr": 0.01}
+# Quick runs: Adam at 1e-4 gets AlexNet going at once; SGD at the paper's 0.01 (and He
+# initialization, no batch norm) sat at chance for the first 60 steps on MNIST. MNIST
+# digits are resized to 67×67, the smallest input the three strided pools take.
+CLI_DEFAULTS = {"variant": "alexnet", "optimizer": "adam", "lr": 1e-4, "batch_size": 64,
+                "datasets": {"mnist": {"input_size": 67, "epochs": 1}}}
 
 if __name__ == "__main__":
     from minicnn.cli import main

@@ -209,8 +209,10 @@ def googlenet(num_classes=1000, in_channels=3, **options):
     return GoogLeNet(num_classes, in_channels, **options)
 
 
-CLI_DEFAULTS = {"variant": "googlenet", "input_size": 64, "epochs": 1, "batch_size": 64,
-                "optimizer": "sgd", "lr": 0.01}
+# Quick runs: Adam at 1e-3 (SGD at 0.01 had barely moved after 60 steps); MNIST resized to
+# 48×48, just above the 47×47 minimum; the auxiliary heads train too.
+CLI_DEFAULTS = {"variant": "googlenet", "optimizer": "adam", "lr": 1e-3, "batch_size": 64,
+                "datasets": {"mnist": {"input_size": 48, "epochs": 1}}}
 
 if __name__ == "__main__":
     from minicnn.cli import main

@@ -118,8 +118,8 @@ def resnext29_16x64d(num_classes=10, in_channels=3, **options):
                          **options)
 
 
-CLI_DEFAULTS = {"variant": "resnext29_8x64d", "input_size": 28, "optimizer": "sgd",
-                "lr": 0.05, "batch_size": 64, "epochs": 1}
+CLI_DEFAULTS = {"variant": "resnext50_32x4d", "input_size": 28, "optimizer": "adam",
+                "lr": 0.001, "batch_size": 32, "epochs": 1}
 
 if __name__ == "__main__":
     from minicnn.cli import main

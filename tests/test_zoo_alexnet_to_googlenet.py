@@ -26,7 +26,6 @@ import pytest
 import architectures
 from architectures import alexnet, googlenet, nin, vgg
 from minicnn import Tensor, gradcheck, nn, no_grad
-from minicnn import functional as F
 from minicnn.functional.dropout import manual_seed as seed_dropout
 from minicnn.nn import init
 from tests.zoo_checks import assert_output_shape, assert_trains
