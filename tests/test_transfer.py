@@ -224,6 +224,7 @@ def _demo_data():
     return "synthetic", load_data("synthetic")
 
 
+@pytest.mark.slow   # ~1.5–3 min; run with -m slow (the demo itself: python -m minicnn.demos.transfer_mnist)
 def test_transfer_demo_beats_training_from_scratch():
     from minicnn.demos.transfer_mnist import run
     source, data = _demo_data()
