@@ -195,6 +195,6 @@ def googlenet(num_classes=10):
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.4), nn.Linear(1024, num_classes))
 
 
-BUILDERS = {"lenet5": lenet5, "resnet18_cifar": resnet18_cifar, "resnet50": resnet50,
+BUILDERS = {"lenet5": lenet5, "resnet18_cifar": resnet18_cifar, "resnet50_b": resnet50,
             "vgg16_bn_cifar": vgg16_bn_cifar, "mobilenet_v2": mobilenet_v2,
             "densenet121": densenet121, "googlenet": googlenet}
