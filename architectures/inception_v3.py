@@ -479,7 +479,7 @@ CLI_DEFAULTS = {
     "optimizer_options": {"rmsprop": {"alpha": 0.9, "eps": 1.0, "tf_style": True}},
     "label_smoothing": 0.1,
     "datasets": {"mnist": {"optimizer": "adam", "lr": 0.003, "schedule": "cosine",
-                           "epochs": 1}},
+                           "epochs": 2}},
 }
 
 if __name__ == "__main__":

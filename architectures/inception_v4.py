@@ -299,8 +299,8 @@ CLI_DEFAULTS = {
     "optimizer": "rmsprop", "lr": 0.045, "momentum": 0.9, "schedule": "decay:2:0.94",
     "optimizer_options": {"rmsprop": {"alpha": 0.9, "eps": 1.0, "tf_style": True}},
     "label_smoothing": 0.1,
-    "datasets": {"mnist": {"optimizer": "adam", "lr": 0.001, "schedule": "cosine",
-                           "epochs": 1}},
+    "datasets": {"mnist": {"optimizer": "adam", "lr": 0.003, "schedule": "cosine",
+                           "epochs": 2}},
 }
 
 if __name__ == "__main__":
