@@ -88,6 +88,7 @@ SPIN_SECONDS = 1e-3              # poll without sleeping this long: short waits 
 LONGEST_NAP = 1e-3               # then sleep between polls, doubling up to this
 LEAVING_GRACE = 1.0              # seconds an operation may still finish after a rank left
 GOODBYE_TAG = 7
+ABORT_OUTPUT_PAUSE = 0.5         # seconds for the launcher to forward a failing rank's message
 INSTALL_HINT = "pip install 'minicnn[distributed]' (mpi4py and the mpich wheel)"
 
 
@@ -447,6 +448,10 @@ def _abort_on_uncaught_exception(communicator):
                              f"every rank\n")
             sys.stderr.flush()
             sys.stdout.flush()
+            # The launcher forwards a rank's output through a pipe to its proxy; MPI_Abort
+            # kills the proxies at once, and without this pause the end of the message
+            # (the part that says why) can be lost on a busy machine.
+            time.sleep(ABORT_OUTPUT_PAUSE)
         finally:
             if communicator.size > 1:
                 communicator.abort(1)
