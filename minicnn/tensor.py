@@ -42,10 +42,11 @@ A Function keeps its inputs but not its outputs (only their shapes), so the grap
 owned by the tensors at its end: drop the loss and the whole graph is freed.
 """
 import contextlib
+import math
 
 import numpy as np
 
-from minicnn.backend import device_of, get_array_module, to_device
+from minicnn.backend import device_of, get_array_module, sum_rows, to_device
 
 # ----------------------------------------------------------------------------- config
 
@@ -361,6 +362,8 @@ def sum_to(grad, shape):
     lead = grad.ndim - len(shape)
     axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape)
                                       if n == 1 and grad.shape[lead + i] != 1)
+    if axes == tuple(range(lead)) and grad.flags.c_contiguous:   # a bias: leading axes only
+        return sum_rows(grad.reshape(-1, math.prod(shape))).reshape(shape)
     grad = grad.sum(axis=axes, keepdims=True)
     return grad.reshape(shape)
 

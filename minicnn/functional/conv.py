@@ -26,7 +26,8 @@ Backward (per group g, with gy as an (M, CO/G) matrix):
 The column matrix is recomputed in backward instead of being kept from forward: for a
 3×3 convolution it is 9× the size of its input, and keeping one per layer would dominate
 a network's memory (ResNet-50 at batch 8 would hold ≈3 GB of columns). Re-running
-im2col costs ≈¼ of one GEMM.
+im2col costs ≈¼ of one GEMM. Small column matrices (≤ ``KEEP_COLUMNS_BYTES``) are kept:
+there the memory is nothing and, the GEMMs being small too, im2col is a larger share.
 
 Layout: results are returned as NCHW *views* of channels-last (N, OH, OW, CO) memory — the
 GEMM produces exactly that order, so there is no transpose copy, and the next layer's
@@ -35,10 +36,14 @@ a Linear layer copies into NCHW order, so the user-visible semantics are plain N
 """
 import numpy as np
 
-from minicnn.backend import get_array_module
+from minicnn.backend import get_array_module, sum_rows
 from minicnn.kernels import channels_first_view, channels_last, depthwise
 from minicnn.kernels.im2col import ConvGeometry, col2im, im2col
 from minicnn.tensor import Function
+
+# Column matrices up to this size are kept from forward for backward (all of LeNet-5's up
+# to batch 256; ResNet-50's 14×14 and 7×7 stages at batch 8, ≈ 110 MB in all).
+KEEP_COLUMNS_BYTES = 16 << 20
 
 
 def _pair(value, name):
@@ -124,6 +129,7 @@ class Conv2d(Function):
         else:
             self.path = "im2col"
             cols = im2col(x_nhwc, geometry)
+        self.cols = cols if cols.nbytes <= KEEP_COLUMNS_BYTES else None
         y = _grouped_matmul(cols, wmat)                      # (M, CO), channels-last order
         if b is not None:
             y += b
@@ -136,7 +142,7 @@ class Conv2d(Function):
         need_b = self.has_bias and self.needs_input_grad[2]
         gy_nhwc = channels_last(gy)
         CO = gy_nhwc.shape[3]
-        gb = gy_nhwc.reshape(-1, CO).sum(axis=0) if need_b else None
+        gb = sum_rows(gy_nhwc.reshape(-1, CO)) if need_b else None
 
         if self.path == "depthwise":
             mult = CO // G
@@ -168,7 +174,10 @@ class Conv2d(Function):
         return (gx, gw, gb) if self.has_bias else (gx, gw)
 
     def _columns(self):
-        """The forward pass's column matrix, rebuilt (see the module docstring for why)."""
+        """The forward pass's column matrix: kept if small, else rebuilt (see the module
+        docstring for why)."""
+        if self.cols is not None:
+            return self.cols
         g = self.geometry
         xp = get_array_module(self.x_nhwc)
         if self.path == "pointwise":
