@@ -169,7 +169,10 @@ class Conv2d(Function):
             gw = gwmat.reshape(G, KH, KW, Cg, COg).transpose(0, 4, 3, 1, 2).reshape(self.w_shape)
             gw = xp.ascontiguousarray(gw)
         if need_x:
-            gcols = gy_groups @ self.wmat.transpose(0, 2, 1)  # (G, M, K)
+            if G == 1:
+                gcols = matmul_in_row_blocks(gy_mat, self.wmat[0].T)[None]   # (1, M, K)
+            else:
+                gcols = gy_groups @ self.wmat.transpose(0, 2, 1)         # (G, M, K)
             gx = channels_first_view(self._columns_to_input(gcols))
         return (gx, gw, gb) if self.has_bias else (gx, gw)
 
@@ -204,9 +207,29 @@ def _grouped_matmul(cols, wmat):
     """cols (G, M, K) @ wmat (G, K, CO/G) -> (M, CO): one GEMM, or one batched GEMM."""
     G, M, _ = cols.shape
     if G == 1:
-        return cols[0] @ wmat[0]
+        return matmul_in_row_blocks(cols[0], wmat[0])
     y = cols @ wmat                                           # (G, M, CO/G)
     return get_array_module(y).ascontiguousarray(y.transpose(1, 0, 2)).reshape(M, -1)
+
+
+# A tall product A (M, K) @ B (K, n) with a long K runs faster as blocks of rows: each
+# block of A stays in cache while BLAS sweeps B. ResNet-18's first stage (M = 65,536,
+# K = 576, n = 64) went from ≈ 146 to ≈ 175 GFLOP/s forward and ≈ 117 to ≈ 200 for the
+# input gradient (n = 576); with a short K (a 3-channel stem, K = 27) blocks are slower.
+ROW_BLOCK = 2048
+BLOCKED_MIN_K = 256
+
+
+def matmul_in_row_blocks(a, b):
+    """a @ b for 2-D a, b; computed in blocks of ``ROW_BLOCK`` rows where that is faster."""
+    xp = get_array_module(a)
+    M, K = a.shape
+    if xp is not np or M <= 2 * ROW_BLOCK or K < BLOCKED_MIN_K:
+        return a @ b
+    out = np.empty((M, b.shape[1]), dtype=np.result_type(a, b))
+    for start in range(0, M, ROW_BLOCK):
+        np.matmul(a[start:start + ROW_BLOCK], b, out=out[start:start + ROW_BLOCK])
+    return out
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
