@@ -6,6 +6,7 @@ from hypothesis import given, settings, strategies as st
 from scipy.signal import correlate
 
 from minicnn import Tensor, functional as F, gradcheck, nn
+from minicnn.functional import conv as conv_module
 from minicnn.kernels import channels_last, depthwise, output_size
 from minicnn.kernels.im2col import (SHORT_RUN, ConvGeometry, col2im_cpu, col2im_reference,
                                     im2col_cpu, im2col_reference)
@@ -125,6 +126,32 @@ def test_non_contiguous_input_gives_same_result():
     a = F.conv2d(Tensor(nchw_view), Tensor(w), padding=1).numpy()
     b = F.conv2d(Tensor(contiguous), Tensor(w), padding=1).numpy()
     np.testing.assert_array_equal(a, b)
+
+
+def _conv_results(x, w, b, **options):
+    tensors = [Tensor(a, requires_grad=True) for a in (x, w, b)]
+    y = F.conv2d(*tensors, **options)
+    (y * Tensor(np.linspace(-1, 1, y.size).reshape(y.shape))).sum().backward()
+    return [y.data] + [t.grad for t in tensors], y.creator.path
+
+
+@pytest.mark.parametrize("stride, padding, dilation", [(1, 1, 1), (2, 0, 1), (1, 2, 2)])
+def test_convolution_in_sample_blocks_equals_whole_batch(monkeypatch, stride, padding, dilation):
+    """The CPU's blocked path (im2col + GEMM one sub-batch at a time) gives the numbers of
+    the whole-batch path, for y and every gradient, with an uneven last block."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 32, 9, 8))            # K = 3·3·32 = 288 ≥ BLOCKED_MIN_K
+    w = rng.standard_normal((5, 32, 3, 3))
+    b = rng.standard_normal(5)
+    options = dict(stride=stride, padding=padding, dilation=dilation)
+    monkeypatch.setattr(conv_module, "BLOCK_BYTES", 3 * 9 * 8 * 288 * 8)   # 3 samples
+    blocked, path = _conv_results(x, w, b, **options)
+    assert path == "blocked"
+    monkeypatch.setattr(conv_module, "BLOCKED_MIN_K", 10 ** 9)
+    whole, path = _conv_results(x, w, b, **options)
+    assert path == "im2col"
+    for got, expected in zip(blocked, whole):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- kernels
