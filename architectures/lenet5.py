@@ -73,6 +73,11 @@ class Subsampling(nn.Module):
     def extra_repr(self):
         return f"{self.channels}, kernel_size=2"
 
+    def count_flops(self, input_shape, output_shape):
+        """Per sample: 4 adds per window (summary's pool rule), then a scale and a bias."""
+        outputs = int(np.prod(output_shape[1:]))
+        return {"pool": 4 * outputs, "norm": outputs, "bias": outputs}
+
 
 class PartialConv2d(nn.Module):
     """C3: a 5×5 convolution where output map o sees only the input maps in ``table[o]``.
@@ -110,6 +115,15 @@ class PartialConv2d(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"connections={self.kernels.shape[0]}")
 
+    def count_flops(self, input_shape, output_shape):
+        """Per sample, the connected kernels only: the paper's count, not the dense conv's
+        (the zero kernels the dense weight carries are arithmetic a dedicated kernel
+        would skip)."""
+        positions = int(np.prod(output_shape[2:]))
+        connections = self.kernels.shape[0]
+        return {"conv": 2 * connections * self.kernel_size ** 2 * positions,
+                "bias": self.out_channels * positions}
+
 
 class EuclideanRBF(nn.Module):
     """Output layer: yᵢ = Σⱼ (xⱼ − wᵢⱼ)² with fixed codes wᵢ ∈ {−1, +1}ᴰ; returns −y.
@@ -128,6 +142,11 @@ class EuclideanRBF(nn.Module):
         squared_norm = F.sum(x * x, axis=1, keepdims=True)
         distance = squared_norm - 2.0 * F.matmul(x, codes.T) + (codes * codes).sum(axis=1)
         return -distance
+
+    def count_flops(self, input_shape, output_shape):
+        """Per sample: the x·w products (a linear layer's count) and Σx²."""
+        classes, features = self.codes.shape
+        return {"linear": 2 * features * classes, "other": 2 * features}
 
 
 class LeNet5LeCun98(nn.Sequential):

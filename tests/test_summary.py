@@ -148,6 +148,18 @@ def test_googlenet_table_is_complete():
     assert len(totals) == 1 and f"{total['flops']:,}" in totals[0]
 
 
+def test_lenet_1998_custom_layers_report_their_flops():
+    """Subsampling, the partial C3 and the RBF output are custom layers: they count their
+    own FLOPs (count_flops), C3 only over its 60 connected kernels as in the paper."""
+    report = summary(zoo("lenet5_lecun98", num_classes=10, in_channels=1), 32, batch_size=1,
+                     format="dict", count="all")
+    rows = {r["name"]: r for r in report["rows"]}
+    assert rows["S2"]["flops"] == 6 * 14 * 14 * (4 + 1 + 1)        # window sums, scale, bias
+    assert rows["C3"]["flops"] == 2 * 60 * 25 * 10 * 10 + 16 * 10 * 10
+    assert rows["output"]["flops"] == 2 * 84 * 10 + 2 * 84
+    assert report["total"]["flops_by_category"]["other"] == 2 * 84
+
+
 # ----------------------------------------------------------------- small hand-built nets
 
 class TwoBranch(nn.Module):
