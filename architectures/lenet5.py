@@ -211,6 +211,11 @@ CLI_DEFAULTS = {
     "momentum": 0.9,
     "weight_decay": 0.0,
     "schedule": "cosine",
+    # The 1998 network's logits are minus squared distances to ±1 codes in 84 dimensions,
+    # tens apart at the start: at the modern net's step (0.05) every tanh saturated in the
+    # first epoch and accuracy stayed at chance (11.35%). A tenth of it, over 10 epochs,
+    # reached 98.93%.
+    "variants": {"lenet5_lecun98": {"lr": 0.005, "epochs": 10}},
 }
 
 if __name__ == "__main__":
