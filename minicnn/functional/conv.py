@@ -43,8 +43,8 @@ from minicnn.kernels import channels_first_view, channels_last, depthwise
 from minicnn.kernels.im2col import ConvGeometry, col2im, im2col
 from minicnn.tensor import Function
 
-# Column matrices up to this size are kept from forward for backward (all of LeNet-5's up
-# to batch 256; ResNet-50's 14×14 and 7×7 stages at batch 8, ≈ 110 MB in all).
+# Column matrices of the whole-batch path up to this size are kept from forward for
+# backward (all of LeNet-5's up to batch 256: its first layer's im2col is a third of it).
 KEEP_COLUMNS_BYTES = 16 << 20
 
 # Dense convolutions with long rows (K ≥ BLOCKED_MIN_K) run im2col and GEMM one sub-batch
