@@ -2,6 +2,7 @@
 import math
 
 from minicnn.backend import get_array_module
+from minicnn.kernels.optim import adam_step
 from minicnn.optim.optimizer import Optimizer
 
 
@@ -45,14 +46,11 @@ class Adam(Optimizer):
             state["exp_avg"] = xp.zeros_like(param.data)    # same shape, dtype and device
             state["exp_avg_sq"] = xp.zeros_like(param.data)
         state["step"] += 1
-        t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        m *= beta1
-        m += (1.0 - beta1) * grad
-        v *= beta2
-        v += (1.0 - beta2) * (grad * grad)
+        t = state["step"]
         bias1, bias2 = 1.0 - beta1 ** t, 1.0 - beta2 ** t
-        denominator = xp.sqrt(v) / math.sqrt(bias2) + eps
-        param.data -= (lr / bias1) * (m / denominator)
+        # one pass over memory on the CPU: minicnn/kernels/optim.py
+        adam_step(param.data, grad, state["exp_avg"], state["exp_avg_sq"], beta1, beta2,
+                  step_size=lr / bias1, correction2=1.0 / math.sqrt(bias2), eps=eps)
 
 
 class AdamW(Adam):
