@@ -140,16 +140,16 @@ class Conv2d(Function):
             cols = xp.ascontiguousarray(source).reshape(1, geometry.M, geometry.K)
         elif xp is np and G == 1 and geometry.K >= BLOCKED_MIN_K:
             self.path = "blocked"
-            self.cols = None
-            y = self._blocked_forward(x_nhwc, wmat[0])
-            if b is not None:
-                y += b
-            return channels_first_view(y.reshape(geometry.N, geometry.OH, geometry.OW, CO))
+            cols = None
         else:
             self.path = "im2col"
             cols = im2col(x_nhwc, geometry)
-        self.cols = cols if cols.nbytes <= KEEP_COLUMNS_BYTES else None
-        y = _grouped_matmul(cols, wmat)                      # (M, CO), channels-last order
+        if cols is None:
+            self.cols = None
+            y = self._blocked_forward(x_nhwc, wmat[0])
+        else:
+            self.cols = cols if cols.nbytes <= KEEP_COLUMNS_BYTES else None
+            y = _grouped_matmul(cols, wmat)                  # (M, CO), channels-last order
         if b is not None:
             y += b
         return channels_first_view(y.reshape(geometry.N, geometry.OH, geometry.OW, CO))
@@ -181,21 +181,18 @@ class Conv2d(Function):
             gy_mat.reshape(g.M, G, COg).transpose(1, 0, 2))
         gx = gw = None
         if self.path == "blocked":
-            gx, gwmat = self._blocked_backward(gy_mat, need_x, need_w)
-            if need_w:
-                _, Cg, KH, KW = self.w_shape
-                gw = np.ascontiguousarray(gwmat.reshape(KH, KW, Cg, CO).transpose(3, 2, 0, 1))
-            if need_x:
-                gx = channels_first_view(gx)
-            return (gx, gw, gb) if self.has_bias else (gx, gw)
-        if need_w:
+            gx_nhwc, gwmat = self._blocked_backward(gy_mat, need_x, need_w)
+        elif need_w:
             cols = self._columns()
             gwmat = cols.transpose(0, 2, 1) @ gy_groups       # (G, K, CO/G)
             del cols
+        if need_w:
             _, Cg, KH, KW = self.w_shape
             gw = gwmat.reshape(G, KH, KW, Cg, COg).transpose(0, 4, 3, 1, 2).reshape(self.w_shape)
             gw = xp.ascontiguousarray(gw)
-        if need_x:
+        if need_x and self.path == "blocked":
+            gx = channels_first_view(gx_nhwc)
+        elif need_x:
             gcols = gy_groups @ self.wmat.transpose(0, 2, 1)  # (G, M, K)
             gx = channels_first_view(self._columns_to_input(gcols))
         return (gx, gw, gb) if self.has_bias else (gx, gw)
@@ -222,17 +219,18 @@ class Conv2d(Function):
         return y
 
     def _blocked_backward(self, gy_mat, need_x, need_w):
-        """gx block by block; gwmat = Σ_blocks colsᵀ @ gy (a sum over rows splits)."""
+        """gx (N, H, W, C) block by block, and gwmat (1, K, CO) = Σ_blocks colsᵀ @ gy (a sum
+        over rows splits); the shapes the whole-batch path has."""
         g = self.geometry
         rows = g.OH * g.OW
         wmat = self.wmat[0]
-        gwmat = np.zeros(wmat.shape, dtype=gy_mat.dtype) if need_w else None
+        gwmat = np.zeros((1,) + wmat.shape, dtype=gy_mat.dtype) if need_w else None
         gx = np.empty((g.N, g.H, g.W, g.C), dtype=gy_mat.dtype) if need_x else None
         for first, last, sub in self._sample_blocks():
             gy_block = gy_mat[first * rows:last * rows]
             if need_w:
                 cols = im2col(self.x_nhwc[first:last], sub)[0]
-                gwmat += cols.T @ gy_block
+                gwmat[0] += cols.T @ gy_block
             if need_x:
                 gx[first:last] = col2im((gy_block @ wmat.T)[None], sub)
         return gx, gwmat
