@@ -17,9 +17,15 @@ Algorithm, chosen per call (all produce channels-last y):
 * **1×1, no padding** — a plain GEMM on the (strided) input: no im2col at all.
 * **depthwise** (G == C > 1, CO = C·mult) — a direct kernel (kernels/depthwise.py).
   (One input channel, as LeNet's first layer, is a dense convolution: a GEMM does it.)
+* **3×3, stride 1, many channels** (CPU) — Winograd's F(4×4, 3×3): 36 GEMMs with a
+  quarter of im2col's multiplications, between two cheap tile transforms
+  (kernels/winograd.py; its docstring derives forward and backward).
 * **everything else** — im2col + one GEMM, or one *batched* GEMM over the G groups. On
   the CPU, a dense convolution with long rows (K ≥ 256) does this one sub-batch at a time
   so that the column matrix stays in cache (``BLOCK_BYTES``; ResNet-18 ≈ 1.35× faster).
+
+The sub-batch paths (blocked im2col, Winograd) work one block of samples at a time:
+samples share no input pixels, so each block is a convolution of its own.
 
 Backward (per group g, with gy as an (M, CO/G) matrix):
 
@@ -39,7 +45,7 @@ a Linear layer copies into NCHW order, so the user-visible semantics are plain N
 import numpy as np
 
 from minicnn.backend import get_array_module, sum_rows
-from minicnn.kernels import channels_first_view, channels_last, depthwise
+from minicnn.kernels import channels_first_view, channels_last, depthwise, winograd
 from minicnn.kernels.im2col import ConvGeometry, col2im, im2col
 from minicnn.tensor import Function
 
@@ -56,6 +62,16 @@ KEEP_COLUMNS_BYTES = 16 << 20
 # split: there blocking was slower.
 BLOCK_BYTES = 4 << 20
 BLOCKED_MIN_K = 256
+
+# Winograd F(m×m, 3×3) for stride-1 3×3 convolutions with at least this many input and
+# output channels (below it the tile transforms, not the GEMMs, take the time).
+# ResNet-18 CIFAR layers at batch 64, forward, im2col+GEMM → F(4×4, 3×3): 29 → 19 ms
+# (32×32, 64 channels), 25 → 13 (16×16, 128), 26 → 10 (8×8, 256), 30 → 9 (4×4, 512).
+# F(2×2, 3×3) was slower at every size (26, 18, 15, 13 ms): more GEMM work for the same
+# transforms. float32 results differ from im2col's by ≈ 1e-6 relative (F(4×4) sums
+# products of constants up to 8; tests/test_winograd.py bounds it).
+WINOGRAD_TILE = 4
+WINOGRAD_MIN_CHANNELS = 16
 
 
 def _pair(value, name):
@@ -125,9 +141,20 @@ class Conv2d(Function):
             self.path = "depthwise"
             self.w_taps = xp.ascontiguousarray(w.reshape(CO, KH * KW).T).reshape(KH, KW, CO)
             y = depthwise.forward(x_nhwc, self.w_taps, geometry, CO // G)
-            if b is not None:
-                y += b
-            return channels_first_view(y)
+        elif xp is np and self._winograd_applies(geometry):
+            self.path = "winograd"
+            y = self._winograd_forward(x_nhwc, w)
+        else:
+            y = self._matmul_forward(x_nhwc, w).reshape(geometry.N, geometry.OH, geometry.OW, CO)
+        if b is not None:
+            y += b
+        return channels_first_view(y)
+
+    def _matmul_forward(self, x_nhwc, w):
+        """The GEMM paths: pointwise, blocked im2col, whole-batch im2col. (M, CO)."""
+        xp = get_array_module(x_nhwc)
+        geometry, G = self.geometry, self.groups
+        CO, Cg, KH, KW = w.shape
 
         # wmat[g, (i·KW + j)·Cg + c, o'] = w[g·COg + o', c, i, j]
         COg = CO // G
@@ -146,13 +173,9 @@ class Conv2d(Function):
             cols = im2col(x_nhwc, geometry)
         if cols is None:
             self.cols = None
-            y = self._blocked_forward(x_nhwc, wmat[0])
-        else:
-            self.cols = cols if cols.nbytes <= KEEP_COLUMNS_BYTES else None
-            y = _grouped_matmul(cols, wmat)                  # (M, CO), channels-last order
-        if b is not None:
-            y += b
-        return channels_first_view(y.reshape(geometry.N, geometry.OH, geometry.OW, CO))
+            return self._blocked_forward(x_nhwc, wmat[0])
+        self.cols = cols if cols.nbytes <= KEEP_COLUMNS_BYTES else None
+        return _grouped_matmul(cols, wmat)                   # (M, CO), channels-last order
 
     # -- backward ----------------------------------------------------------------
     def backward(self, gy):
@@ -171,6 +194,10 @@ class Conv2d(Function):
             if need_w:
                 taps = depthwise.backward_weight(gy_nhwc, self.x_nhwc, g, mult)
                 gw = taps.reshape(-1, CO).T.reshape(self.w_shape)
+            return (gx, gw, gb) if self.has_bias else (gx, gw)
+
+        if self.path == "winograd":
+            gx, gw = self._winograd_backward(gy_nhwc, need_x, need_w)
             return (gx, gw, gb) if self.has_bias else (gx, gw)
 
         xp = get_array_module(gy)
@@ -199,13 +226,10 @@ class Conv2d(Function):
 
     # -- the blocked path: im2col and GEMM one sub-batch at a time -------------------
     def _sample_blocks(self):
-        """Sub-batches whose column matrix fits in BLOCK_BYTES: (first, last, geometry).
-        Samples do not share input pixels, so each block is a convolution of its own."""
+        """Sub-batches whose column matrix fits in BLOCK_BYTES: (first, last, geometry)."""
         g = self.geometry
         per_sample = g.OH * g.OW * g.K * self.x_nhwc.itemsize
-        step = max(1, BLOCK_BYTES // per_sample)
-        for first in range(0, g.N, step):
-            last = min(g.N, first + step)
+        for first, last in _batch_slices(g.N, per_sample, BLOCK_BYTES):
             yield first, last, ConvGeometry((last - first, g.H, g.W, g.C), (g.KH, g.KW),
                                             self.stride, self.padding, self.dilation, 1)
 
@@ -235,6 +259,54 @@ class Conv2d(Function):
                 gx[first:last] = col2im((gy_block @ wmat.T)[None], sub)
         return gx, gwmat
 
+    # -- the Winograd path (kernels/winograd.py): forward and its adjoint ------------
+    def _winograd_applies(self, g):
+        return ((g.KH, g.KW) == (3, 3) and self.stride == (1, 1) and self.dilation == (1, 1)
+                and g.G == 1 and min(g.C, self.w_shape[0]) >= WINOGRAD_MIN_CHANNELS)
+
+    def _winograd_blocks(self):
+        """Sub-batches whose tiles (V or M, α²·tiles·channels) fit in BLOCK_BYTES — or in
+        the size of U when that is larger: every block's GEMMs read all of U, so a block
+        smaller than U would re-read more than it saves (ResNet's 512-channel layers).
+        Yields (first, last, tiling)."""
+        g, t = self.geometry, self.tiling
+        per_sample = t.alpha ** 2 * t.TH * t.TW * max(g.C, self.w_shape[0]) * self.x_nhwc.itemsize
+        budget = max(BLOCK_BYTES, self.U.nbytes)
+        for first, last in _batch_slices(g.N, per_sample, budget):
+            yield first, last, winograd.WinogradTiling((last - first, g.H, g.W, g.C), self.padding,
+                                                       WINOGRAD_TILE, self.x_nhwc.dtype)
+
+    def _winograd_forward(self, x_nhwc, w):
+        """y = Aᵀ [V @ Uᵀ] A per block, V = Bᵀ d B, U = G w Gᵀ."""
+        g = self.geometry
+        self.tiling = winograd.WinogradTiling(x_nhwc.shape, self.padding, WINOGRAD_TILE, x_nhwc.dtype)
+        self.U = winograd.filter_transform(w, self.tiling)              # (α², CO, C)
+        U_t = self.U.transpose(0, 2, 1)
+        y = np.zeros((g.N, g.OH, g.OW, w.shape[0]), dtype=np.result_type(x_nhwc, w))
+        for first, last, tiling in self._winograd_blocks():
+            V = winograd.input_transform(x_nhwc[first:last], tiling)     # (α², T, C)
+            winograd.output_transform(np.matmul(V, U_t), tiling, out=y[first:last])
+        return y
+
+    def _winograd_backward(self, gy_nhwc, need_x, need_w):
+        """gM = A gY Aᵀ; gU = Σ_blocks gMᵀ @ V, gw = Gᵀ gU G; gx = B (gM @ U) Bᵀ, added."""
+        g = self.geometry
+        gx = np.zeros((g.N, g.H, g.W, g.C), dtype=gy_nhwc.dtype) if need_x else None
+        gU = None
+        for first, last, tiling in self._winograd_blocks():
+            gM = winograd.output_transform_adjoint(gy_nhwc[first:last], tiling)  # (α², T, CO)
+            if need_w:
+                V = winograd.input_transform(self.x_nhwc[first:last], tiling)
+                block_gU = np.matmul(gM.transpose(0, 2, 1), V)          # (α², CO, C)
+                if gU is None:
+                    gU = block_gU
+                else:
+                    gU += block_gU
+            if need_x:
+                winograd.input_transform_adjoint(np.matmul(gM, self.U), tiling, out=gx[first:last])
+        gw = winograd.filter_transform_adjoint(gU, self.tiling) if need_w else None
+        return (channels_first_view(gx) if need_x else None), gw
+
     def _columns(self):
         """The forward pass's column matrix: kept if small, else rebuilt (see the module
         docstring for why)."""
@@ -260,6 +332,13 @@ class Conv2d(Function):
             gx[:, :SH * g.OH:SH, :SW * g.OW:SW] = columns
             return gx
         return col2im(gcols, g)
+
+
+def _batch_slices(N, per_sample_bytes, budget):
+    """(first, last) ranges of samples, each holding about ``budget`` bytes."""
+    step = max(1, budget // per_sample_bytes)
+    for first in range(0, N, step):
+        yield first, min(N, first + step)
 
 
 def _grouped_matmul(cols, wmat):

@@ -1,0 +1,336 @@
+"""Winograd's minimal filtering: a 3×3 convolution with fewer multiplications.
+
+Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2016). In one
+dimension, F(m, 3) computes m outputs of a 3-tap correlation, y[i] = Σ_k d[i + k]·g[k],
+from α = m + 2 inputs with α multiplications instead of 3m::
+
+    y = Aᵀ [ (G g) ⊙ (Bᵀ d) ]                  A (α×m), G (α×3), B (α×α) fixed matrices
+
+Nesting it once along each axis gives F(m×m, 3×3): an m×m output tile from an α×α
+input tile d and a 3×3 filter g, with α² multiplications instead of 9m²::
+
+    Y = Aᵀ [ U ⊙ V ] A,      U = G g Gᵀ  (filter transform),  V = Bᵀ d B  (input transform)
+
+Over many channels the elementwise product becomes a sum, Σ_c U[c, o] ⊙ V[t, c], which
+is α² independent matrix products, one per position ξ = (a, b) of the α×α tile::
+
+    M[ξ] = V[ξ] @ U[ξ]         V[ξ] (T tiles × C),  U[ξ] (C × CO),  M[ξ] (T × CO)
+
+So a convolution is: transform the input tiles, α² GEMMs, transform the products back.
+(In the code U[ξ] is stored CO × C, like the weight, and read transposed by the GEMM.)
+The GEMMs hold the flops, and there are fewer of them: 16/36 of im2col's for F(2×2, 3×3),
+36/144 for F(4×4, 3×3). The transforms are additions and a few small constants.
+
+**Backward is the adjoint of each linear step.** Y is linear in V for fixed U and in U
+for fixed V, so with gM = A gY Aᵀ (the adjoint of the output transform)::
+
+    gU[ξ] = V[ξ]ᵀ @ gM[ξ]      gg = Gᵀ gU G            (filter gradient)
+    gV[ξ] = gM[ξ] @ U[ξ]ᵀ      gd = B gV Bᵀ, added     (input gradient; neighbouring
+                                                         tiles overlap by 2 pixels)
+
+Every transform here is one *sandwich* S(P, X) = P X Pᵀ of a tile X between a small
+matrix P and its transpose; its adjoint is S(Pᵀ, ·). Two kernels do all four tile
+transforms: ``gather`` (read tiles from an image, transform each: V, and gM) and
+``scatter`` (transform each tile, add it into an image: Y, and gd).
+
+Layout: images are channels-last (N, H, W, C); tiles are (α², T, C) with the T = N·TH·TW
+tiles in (n, tile row, tile column) order, so every GEMM operand is a plain matrix.
+On the GPU the convolution keeps im2col + cuBLAS; the reference versions below are
+written against ``xp`` and run on either device.
+"""
+import numpy as np
+from numba import njit, prange
+
+from minicnn.backend import get_array_module
+
+# (Aᵀ, G, Bᵀ) for F(m, 3), from Lavin & Gray (2016), with interpolation points
+# 0, ±1, ∞ (m = 2) and 0, ±1, ±2, ∞ (m = 4). tests/test_winograd.py checks each against
+# the 1-D correlation it stands for.
+MATRICES = {
+    2: ([[1, 1, 1, 0],
+         [0, 1, -1, -1]],
+        [[1, 0, 0],
+         [1 / 2, 1 / 2, 1 / 2],
+         [1 / 2, -1 / 2, 1 / 2],
+         [0, 0, 1]],
+        [[1, 0, -1, 0],
+         [0, 1, 1, 0],
+         [0, -1, 1, 0],
+         [0, 1, 0, -1]]),
+    4: ([[1, 1, 1, 1, 1, 0],
+         [0, 1, -1, 2, -2, 0],
+         [0, 1, 1, 4, 4, 0],
+         [0, 1, -1, 8, -8, 1]],
+        [[1 / 4, 0, 0],
+         [-1 / 6, -1 / 6, -1 / 6],
+         [-1 / 6, 1 / 6, -1 / 6],
+         [1 / 24, 1 / 12, 1 / 6],
+         [1 / 24, -1 / 12, 1 / 6],
+         [0, 0, 1]],
+        [[4, 0, -5, 0, 1, 0],
+         [0, -4, -4, 1, 1, 0],
+         [0, 4, -4, -1, 1, 0],
+         [0, -2, -1, 2, 1, 0],
+         [0, 2, -1, -2, 1, 0],
+         [0, 4, 0, -5, 0, 1]]),
+}
+
+
+class WinogradTiling:
+    """How F(m×m, 3×3) cuts a stride-1 3×3 convolution of an (N, H, W, C) input into
+    tiles: tile (th, tw) makes outputs [th·m, th·m + m) × [tw·m, tw·m + m) from inputs
+    [th·m − PH, th·m − PH + α) × [tw·m − PW, tw·m − PW + α) (zero outside the image)."""
+
+    def __init__(self, input_shape, padding, m, dtype):
+        self.N, self.H, self.W, self.C = input_shape
+        self.PH, self.PW = padding
+        self.m, self.alpha = m, m + 2
+        self.OH, self.OW = self.H + 2 * self.PH - 2, self.W + 2 * self.PW - 2
+        self.TH, self.TW = -(-self.OH // m), -(-self.OW // m)      # ceil: last tile may hang over
+        self.T = self.N * self.TH * self.TW
+        AT, G, BT = (np.asarray(matrix, dtype=dtype) for matrix in MATRICES[m])
+        self.AT, self.G, self.BT = AT, G, BT
+
+
+# ----------------------------------------------------------------------------- filters
+# Small (C·CO·9 values): plain array code on either device. The 2-D transform of a 3×3
+# filter is one matrix product with the Kronecker product of the 1-D ones,
+# vec(G g Gᵀ) = (G ⊗ G) vec(g), so the whole bank is one (α² × 9) @ (9 × CO·C) GEMM.
+# (An einsum over the four indices took 420 ms for a 512×512 bank.)
+
+def filter_transform(w, tiling):
+    """w (CO, C, 3, 3) -> U (α², CO, C),  U[ξ = (a, b)] = Σ_ij G[a, i] w[:, :, i, j] G[b, j].
+
+    U[ξ] is stored (CO × C), as the weight itself: the GEMMs read it transposed in place
+    (M[ξ] = V[ξ] @ U[ξ]ᵀ), and neither this transform nor its adjoint copies a transpose."""
+    xp = get_array_module(w)
+    CO, C = w.shape[:2]
+    GG = xp.asarray(np.kron(tiling.G, tiling.G))                 # (α², 9)
+    return (GG @ w.reshape(CO * C, 9).T).reshape(-1, CO, C)
+
+
+def filter_transform_adjoint(gU, tiling):
+    """gU (α², CO, C) -> gw (CO, C, 3, 3),  gw[:, :, i, j] = Σ_ab G[a, i] gU[a, b] G[b, j]."""
+    xp = get_array_module(gU)
+    _, CO, C = gU.shape
+    GG = xp.asarray(np.kron(tiling.G, tiling.G))
+    return (gU.reshape(-1, CO * C).T @ GG).reshape(CO, C, 3, 3)
+
+
+# ----------------------------------------------------------------------------- reference
+
+def _tile_grid(image, size, step, top, left, rows, cols):
+    """The size×size tiles of ``image`` (N, H, W, C) at stride ``step``, the first one at
+    (top, left), zero outside: (size, size, N, rows, cols, C)."""
+    xp = get_array_module(image)
+    N, H, W, C = image.shape
+    pad_bottom = max(0, top + (rows - 1) * step + size - H)
+    pad_right = max(0, left + (cols - 1) * step + size - W)
+    padded = xp.pad(image, ((0, 0), (max(0, -top), pad_bottom), (max(0, -left), pad_right), (0, 0)))
+    top, left = max(0, top), max(0, left)
+    tiles = xp.empty((size, size, N, rows, cols, C), dtype=image.dtype)
+    for i in range(size):
+        for j in range(size):
+            tiles[i, j] = padded[:, top + i:top + i + (rows - 1) * step + 1:step,
+                                 left + j:left + j + (cols - 1) * step + 1:step]
+    return tiles
+
+
+def _add_tile_grid(tiles, image_shape, step, top, left):
+    """Adjoint of ``_tile_grid``: add every tile back where it was read from, then crop."""
+    xp = get_array_module(tiles)
+    size, _, N, rows, cols, C = tiles.shape
+    H, W = image_shape[1], image_shape[2]
+    pad_top, pad_left = max(0, -top), max(0, -left)
+    height = max(H + pad_top, top + pad_top + (rows - 1) * step + size)
+    width = max(W + pad_left, left + pad_left + (cols - 1) * step + size)
+    padded = xp.zeros((N, height, width, C), dtype=tiles.dtype)
+    top, left = top + pad_top, left + pad_left
+    for i in range(size):
+        for j in range(size):
+            padded[:, top + i:top + i + (rows - 1) * step + 1:step,
+                   left + j:left + j + (cols - 1) * step + 1:step] += tiles[i, j]
+    return padded[:, pad_top:pad_top + H, pad_left:pad_left + W]
+
+
+def _sandwich(P, tiles):
+    """S(P, X)[a, b] = Σ_ij P[a, i] X[i, j] P[b, j] for every tile at once."""
+    xp = get_array_module(tiles)
+    P = xp.asarray(P)
+    return xp.einsum("ai,ij...,bj->ab...", P, tiles, P, optimize=True)
+
+
+def input_transform_reference(x, tiling):
+    """x (N, H, W, C) -> V (α², T, C),  V = Bᵀ d B for every α×α input tile d."""
+    t = tiling
+    d = _tile_grid(x, t.alpha, t.m, -t.PH, -t.PW, t.TH, t.TW)
+    return _sandwich(t.BT, d).reshape(t.alpha ** 2, t.T, t.C)
+
+
+def input_transform_adjoint_reference(gV, tiling):
+    """gV (α², T, C) -> gx (N, H, W, C): gd = B gV Bᵀ per tile, overlapping tiles added."""
+    t = tiling
+    gd = _sandwich(t.BT.T, gV.reshape(t.alpha, t.alpha, t.N, t.TH, t.TW, -1))
+    return _add_tile_grid(gd, (t.N, t.H, t.W), t.m, -t.PH, -t.PW)
+
+
+def output_transform_reference(M, tiling):
+    """M (α², T, CO) -> y (N, OH, OW, CO),  Y = Aᵀ M A per tile, the overhang cropped."""
+    t = tiling
+    Y = _sandwich(t.AT, M.reshape(t.alpha, t.alpha, t.N, t.TH, t.TW, -1))
+    return _add_tile_grid(Y, (t.N, t.OH, t.OW), t.m, 0, 0)
+
+
+def output_transform_adjoint_reference(gy, tiling):
+    """gy (N, OH, OW, CO) -> gM (α², T, CO),  gM = A gY Aᵀ per m×m output tile gY."""
+    t = tiling
+    gY = _tile_grid(gy, t.m, t.m, 0, 0, t.TH, t.TW)
+    return _sandwich(t.AT.T, gY).reshape(t.alpha ** 2, t.T, gy.shape[3])
+
+
+# ----------------------------------------------------------------------------- cpu (Numba)
+
+@njit(parallel=True, cache=True)
+def _gather_cpu(image, P, step, top, left, TH, TW, tiles):
+    """tiles[a·A + b, t] = S(P, X_t)[a, b] for the S×S tile X_t of ``image`` at
+    (th·step + top, tw·step + left), zero outside; P is (A, S). Zero entries of P are
+    skipped: Bᵀ is half zeros."""
+    N, H, W, C = image.shape
+    A, S = P.shape
+    for row in prange(N * TH):                      # each thread fills whole tile rows
+        n, th = row // TH, row % TH
+        half = np.empty((A, S, C), dtype=tiles.dtype)
+        for tw in range(TW):
+            t = row * TW + tw
+            h0, w0 = th * step + top, tw * step + left
+            half[:] = 0                             # half[a, j] = Σ_i P[a, i] X[i, j]
+            for i in range(S):
+                h = h0 + i
+                if h < 0 or h >= H:
+                    continue
+                for j in range(S):
+                    w = w0 + j
+                    if w < 0 or w >= W:
+                        continue
+                    for a in range(A):
+                        p = P[a, i]
+                        if p != 0:
+                            for c in range(C):
+                                half[a, j, c] += p * image[n, h, w, c]
+            for a in range(A):                      # S(P, X)[a, b] = Σ_j half[a, j] P[b, j]
+                for b in range(A):
+                    out = tiles[a * A + b, t]
+                    out[:] = 0
+                    for j in range(S):
+                        p = P[b, j]
+                        if p != 0:
+                            for c in range(C):
+                                out[c] += p * half[a, j, c]
+
+
+@njit(parallel=True, cache=True)
+def _scatter_cpu(tiles, P, step, top, left, TH, TW, image):
+    """image[th·step + top + a, tw·step + left + b] += S(P, X_t)[a, b] for every S×S tile
+    X_t = tiles[:, t] (inside the image only); P is (A, S).
+
+    Tiles of neighbouring rows overlap when A > step. Rows of one parity never do (2·step
+    ≥ A for every F(m, 3) with m ≥ 2), so the even rows run in parallel, then the odd ones;
+    the tiles of one row are added in order by one thread.
+    """
+    N, H, W, C = image.shape
+    A, S = P.shape
+    for parity in range(2):
+        rows_per_sample = (TH - parity + 1) // 2
+        for task in prange(N * rows_per_sample):
+            n = task // rows_per_sample
+            th = parity + 2 * (task % rows_per_sample)
+            half = np.empty((A, S, C), dtype=tiles.dtype)
+            for tw in range(TW):
+                t = (n * TH + th) * TW + tw
+                h0, w0 = th * step + top, tw * step + left
+                half[:] = 0                         # half[a, j] = Σ_i P[a, i] X[i, j]
+                for i in range(S):
+                    for a in range(A):
+                        p = P[a, i]
+                        if p != 0:
+                            for j in range(S):
+                                x = tiles[i * S + j, t]
+                                for c in range(C):
+                                    half[a, j, c] += p * x[c]
+                for a in range(A):
+                    h = h0 + a
+                    if h < 0 or h >= H:
+                        continue
+                    for b in range(A):
+                        w = w0 + b
+                        if w < 0 or w >= W:
+                            continue
+                        out = image[n, h, w]
+                        for j in range(S):
+                            p = P[b, j]
+                            if p != 0:
+                                for c in range(C):
+                                    out[c] += p * half[a, j, c]
+
+
+def input_transform_cpu(x, tiling):
+    t = tiling
+    V = np.empty((t.alpha ** 2, t.T, t.C), dtype=x.dtype)
+    _gather_cpu(x, t.BT, t.m, -t.PH, -t.PW, t.TH, t.TW, V)
+    return V
+
+
+def input_transform_adjoint_cpu(gV, tiling, out=None):
+    """``out``, if given, is a zeroed contiguous (N, H, W, C) array to add into."""
+    t = tiling
+    gx = np.zeros((t.N, t.H, t.W, gV.shape[2]), dtype=gV.dtype) if out is None else out
+    _scatter_cpu(gV, np.ascontiguousarray(t.BT.T), t.m, -t.PH, -t.PW, t.TH, t.TW, gx)
+    return gx
+
+
+def output_transform_cpu(M, tiling, out=None):
+    """``out``, if given, is a zeroed contiguous (N, OH, OW, CO) array to add into."""
+    t = tiling
+    y = np.zeros((t.N, t.OH, t.OW, M.shape[2]), dtype=M.dtype) if out is None else out
+    _scatter_cpu(M, t.AT, t.m, 0, 0, t.TH, t.TW, y)
+    return y
+
+
+def output_transform_adjoint_cpu(gy, tiling):
+    t = tiling
+    gM = np.empty((t.alpha ** 2, t.T, gy.shape[3]), dtype=gy.dtype)
+    _gather_cpu(np.ascontiguousarray(gy), np.ascontiguousarray(t.AT.T), t.m, 0, 0, t.TH, t.TW, gM)
+    return gM
+
+
+# ----------------------------------------------------------------------------- dispatch
+# The Numba kernels on NumPy arrays; the (xp-generic) reference code on CuPy arrays.
+# ``out`` (the adjoint of the input transform and the output transform): a zeroed array
+# to add the result into, so that a sub-batch writes straight into the batch's array.
+
+def _into(result, out):
+    if out is None:
+        return result
+    out += result
+    return out
+
+
+def input_transform(x, tiling):
+    return (input_transform_cpu if get_array_module(x) is np else input_transform_reference)(x, tiling)
+
+
+def input_transform_adjoint(gV, tiling, out=None):
+    if get_array_module(gV) is np:
+        return input_transform_adjoint_cpu(gV, tiling, out)
+    return _into(input_transform_adjoint_reference(gV, tiling), out)
+
+
+def output_transform(M, tiling, out=None):
+    if get_array_module(M) is np:
+        return output_transform_cpu(M, tiling, out)
+    return _into(output_transform_reference(M, tiling), out)
+
+
+def output_transform_adjoint(gy, tiling):
+    return (output_transform_adjoint_cpu if get_array_module(gy) is np
+            else output_transform_adjoint_reference)(gy, tiling)
