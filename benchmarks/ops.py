@@ -8,6 +8,11 @@ performs ((N·OH·OW) × (KH·KW·C/G) times (KH·KW·C/G) × (C_out/G)); the ra
 says how close the whole convolution (im2col included) comes to the machine's limit for
 that shape. The targets (issue "CNN operations"): a dense 3×3 forward ≥ 70 % of the GEMM
 rate, and im2col < 30 % of the forward time.
+
+Stride-1 3×3 convolutions with ≥ 16 channels take the Winograd path (kernels/winograd.py),
+which does a quarter of the multiplications: their "GF/s" counts the direct method's
+flops, so fwd/GEMM above 100 % is the algorithm's saving, and "im2col %" (the cost of an
+im2col the path no longer runs) does not apply to them.
 """
 import argparse
 import json
@@ -56,7 +61,8 @@ def conv_row(name, rng, x_shape, out_channels, kernel, stride=1, padding=0, grou
     N, _, OH, OW = y.shape
     M, K, COg = N * OH * OW, kernel * kernel * x_shape[1] // groups, out_channels // groups
     flops = 2.0 * M * K * COg * groups
-    row = dict(op=name, shape=f"{x_shape}→{tuple(y.shape)}", first_call_ms=first_call * 1e3,
+    row = dict(op=name, path=y.creator.path, shape=f"{x_shape}→{tuple(y.shape)}",
+               first_call_ms=first_call * 1e3,
                forward_ms=forward * 1e3, forward_gflops=flops / forward / 1e9,
                train_ms=both * 1e3, train_gflops=3 * flops / both / 1e9)
     depthwise = groups == x_shape[1] and groups > 1
@@ -64,7 +70,7 @@ def conv_row(name, rng, x_shape, out_channels, kernel, stride=1, padding=0, grou
         row["gemm_gflops"] = gemm_rate(M, K, COg) if groups == 1 else None
         if groups == 1:
             row["vs_gemm"] = row["forward_gflops"] / row["gemm_gflops"]
-        if kernel > 1:
+        if kernel > 1 and row["path"] != "winograd":
             x_nhwc = channels_last(x.data)
             g = ConvGeometry(x_nhwc.shape, (kernel, kernel), (stride,) * 2, (padding,) * 2,
                              (1, 1), groups)
@@ -139,7 +145,7 @@ def run(repeat=7):
 
 
 def format_table(rows):
-    header = ("op", "shape", "fwd ms", "fwd GF/s", "GEMM GF/s", "fwd/GEMM", "im2col %",
+    header = ("op", "shape", "path", "fwd ms", "fwd GF/s", "GEMM GF/s", "fwd/GEMM", "im2col %",
               "fwd+bwd ms", "fwd+bwd GF/s", "1st call ms")
 
     def cell(row, key, fmt):
@@ -147,14 +153,14 @@ def format_table(rows):
         return "" if value is None else fmt.format(value)
     lines = [header]
     for r in rows:
-        lines.append((r["op"], r["shape"], cell(r, "forward_ms", "{:.2f}"),
+        lines.append((r["op"], r["shape"], r.get("path", ""), cell(r, "forward_ms", "{:.2f}"),
                       cell(r, "forward_gflops", "{:.1f}"), cell(r, "gemm_gflops", "{:.1f}"),
                       cell(r, "vs_gemm", "{:.0%}"),
                       "" if r.get("im2col_share") is None else f"{100 * r['im2col_share']:.0f}",
                       cell(r, "train_ms", "{:.2f}"), cell(r, "train_gflops", "{:.1f}"),
                       cell(r, "first_call_ms", "{:.0f}")))
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(str(v).ljust(w) if i < 2 else str(v).rjust(w)
+    return "\n".join("  ".join(str(v).ljust(w) if i < 3 else str(v).rjust(w)
                                for i, (v, w) in enumerate(zip(line, widths))) for line in lines)
 
 

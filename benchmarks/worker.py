@@ -115,7 +115,8 @@ def main(argv=None):
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed steps first: kernel compilation, thread pools, allocator")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     result = run_torch(args) if args.framework == "torch" else run_minicnn(args)
