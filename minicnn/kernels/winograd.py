@@ -190,6 +190,13 @@ def output_transform_adjoint_reference(gy, tiling):
 
 # ----------------------------------------------------------------------------- cpu (Numba)
 
+@njit(inline="always")
+def _add_scaled(target, p, source):
+    """target += p · source, over the C channels of one pixel or tile (one SIMD loop)."""
+    for c in range(target.shape[0]):
+        target[c] += p * source[c]
+
+
 @njit(parallel=True, cache=True)
 def _gather_cpu(image, P, step, top, left, TH, TW, tiles):
     """tiles[a·A + b, t] = S(P, X_t)[a, b] for the S×S tile X_t of ``image`` at
@@ -213,19 +220,15 @@ def _gather_cpu(image, P, step, top, left, TH, TW, tiles):
                     if w < 0 or w >= W:
                         continue
                     for a in range(A):
-                        p = P[a, i]
-                        if p != 0:
-                            for c in range(C):
-                                half[a, j, c] += p * image[n, h, w, c]
+                        if P[a, i] != 0:
+                            _add_scaled(half[a, j], P[a, i], image[n, h, w])
             for a in range(A):                      # S(P, X)[a, b] = Σ_j half[a, j] P[b, j]
                 for b in range(A):
                     out = tiles[a * A + b, t]
                     out[:] = 0
                     for j in range(S):
-                        p = P[b, j]
-                        if p != 0:
-                            for c in range(C):
-                                out[c] += p * half[a, j, c]
+                        if P[b, j] != 0:
+                            _add_scaled(out, P[b, j], half[a, j])
 
 
 @njit(parallel=True, cache=True)
@@ -251,12 +254,9 @@ def _scatter_cpu(tiles, P, step, top, left, TH, TW, image):
                 half[:] = 0                         # half[a, j] = Σ_i P[a, i] X[i, j]
                 for i in range(S):
                     for a in range(A):
-                        p = P[a, i]
-                        if p != 0:
+                        if P[a, i] != 0:
                             for j in range(S):
-                                x = tiles[i * S + j, t]
-                                for c in range(C):
-                                    half[a, j, c] += p * x[c]
+                                _add_scaled(half[a, j], P[a, i], tiles[i * S + j, t])
                 for a in range(A):
                     h = h0 + a
                     if h < 0 or h >= H:
@@ -267,10 +267,8 @@ def _scatter_cpu(tiles, P, step, top, left, TH, TW, image):
                             continue
                         out = image[n, h, w]
                         for j in range(S):
-                            p = P[b, j]
-                            if p != 0:
-                                for c in range(C):
-                                    out[c] += p * half[a, j, c]
+                            if P[b, j] != 0:
+                                _add_scaled(out, P[b, j], half[a, j])
 
 
 def input_transform_cpu(x, tiling):
