@@ -9,7 +9,7 @@ says how close the whole convolution (im2col included) comes to the machine's li
 that shape. The targets (issue "CNN operations"): a dense 3×3 forward ≥ 70 % of the GEMM
 rate, and im2col < 30 % of the forward time.
 
-Stride-1 3×3 convolutions with ≥ 16 channels take the Winograd path (kernels/winograd.py),
+Stride-1 3×3 convolutions with ≥ 32 channels take the Winograd path (kernels/winograd.py),
 which does a quarter of the multiplications: their "GF/s" counts the direct method's
 flops, so fwd/GEMM above 100 % is the algorithm's saving, and "im2col %" (the cost of an
 im2col the path no longer runs) does not apply to them.

@@ -125,13 +125,13 @@ def _results(x, w, b):
 def test_sample_blocks_give_the_whole_batch_numbers(monkeypatch):
     """Several sub-batches, the last one short, give what one whole batch gives."""
     rng = np.random.default_rng(5)
-    x, w, b = rng.standard_normal((7, 16, 9, 6)), rng.standard_normal((20, 16, 3, 3)), rng.standard_normal(20)
+    x, w, b = rng.standard_normal((7, 32, 9, 6)), rng.standard_normal((40, 32, 3, 3)), rng.standard_normal(40)
     whole, path = _results(x, w, b)
-    assert path == "winograd"                 # 16 channels in and out: chosen by default
-    monkeypatch.setattr(conv_module, "BLOCK_BYTES", 1)      # U decides: two samples a block
-    tiling = winograd.WinogradTiling((1, 9, 6, 16), (1, 1), conv_module.WINOGRAD_TILE, np.float64)
-    per_sample = tiling.alpha ** 2 * tiling.T * 20 * 8
-    assert 1 < tiling.alpha ** 2 * 20 * 16 * 8 // per_sample < 7
+    assert path == "winograd"                 # 32 channels in, 40 out: chosen by default
+    monkeypatch.setattr(conv_module, "BLOCK_BYTES", 1)      # U decides: five samples a block
+    tiling = winograd.WinogradTiling((1, 9, 6, 32), (1, 1), conv_module.WINOGRAD_TILE, np.float64)
+    per_sample = tiling.alpha ** 2 * tiling.T * 40 * 8
+    assert 1 < tiling.alpha ** 2 * 40 * 32 * 8 // per_sample < 7
     blocked, _ = _results(x, w, b)
     for got, expected in zip(blocked, whole):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
