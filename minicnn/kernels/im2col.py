@@ -188,9 +188,12 @@ def _col2im_cpu(cols, gx, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
                                 gx[n, ih, iw, g * Cg + c] += cols[g, m, base + c]
 
 
-# Below this many values per kernel row and group (KW·Cg) the column-major kernel wins:
-# LeNet-5's first layer (KW·C = 5) 1.8 → 0.4 ms at batch 64; ResNet's 64-channel layers
-# (192) stay row-major, where each run is a memcpy.
+# Below this many values per kernel row (KW·C) the column-major kernel wins: LeNet-5's
+# first layer (KW·C = 5) 1.8 → 0.4 ms at batch 64; ResNet's 64-channel layers (192) stay
+# row-major, where each run is a memcpy. It is the total channel count C that decides, not
+# the count per group: the column-major kernel reads every SW·C-th input value, so with
+# many channels it strides through memory however short each group's run (ResNeXt's
+# 32×4d 3×3 at 28×28, batch 16: forward 41 → 26 ms once it went row-major).
 SHORT_RUN = 16
 
 
@@ -198,7 +201,7 @@ def im2col_cpu(x, geometry):
     """cols (G, M, K); for short runs, the transposed view of a (G, K, M) array — the GEMM
     takes either order at the same speed (BLAS reads a transposed operand in place)."""
     g = geometry
-    if g.KW * g.Cg < SHORT_RUN:
+    if g.KW * g.C < SHORT_RUN:
         cols_t = np.empty((g.G, g.K, g.M), dtype=x.dtype)
         _im2col_cpu_k_major(x, cols_t, *g.args())
         return cols_t.transpose(0, 2, 1)
