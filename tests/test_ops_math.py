@@ -203,6 +203,31 @@ def test_matmul_backward(kind, data):
     gradcheck(F.matmul, [leaf(a), leaf(b)])
 
 
+@given(data=st.data(), batch=st.lists(st.integers(1, 3), max_size=2), with_bias=st.booleans())
+def test_linear_forward_and_backward(data, batch, with_bias):
+    """linear(x, W, b) = x Wᵀ + b over the last axis, gradients by finite differences."""
+    n_in, n_out = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    elements = floats(width=64)
+    x = data.draw(arrays_any_layout(tuple(batch) + (n_in,), np.float64, elements))
+    w = data.draw(arrays_any_layout((n_out, n_in), np.float64, elements))
+    b = data.draw(arrays((n_out,), np.float64, elements)) if with_bias else None
+    expected = x @ w.T + (0 if b is None else b)
+    operands = [x, w] + ([b] if with_bias else [])
+    np.testing.assert_allclose(F.linear(*[Tensor(a) for a in operands]).data, expected,
+                               rtol=1e-10, atol=1e-12)
+    gradcheck(F.linear, [leaf(a) for a in operands])
+
+
+def test_linear_weight_gradient_has_the_weight_layout():
+    """The weight gradient arrives C-contiguous like the weight, so a fused optimizer step
+    streams it in one pass (matmul(x, transpose(W)) would hand back a transposed view)."""
+    x = Tensor(np.ones((8, 5), np.float32))
+    w = Tensor(np.ones((3, 5), np.float32), requires_grad=True)
+    F.linear(x, w).sum().backward()
+    assert w.grad.flags.c_contiguous and w.grad.dtype == np.float32
+    np.testing.assert_array_equal(w.grad, np.full((3, 5), 8, np.float32))
+
+
 # ============================================================================ reductions
 
 @st.composite

@@ -591,17 +591,19 @@ def test_foreign_files_are_a_clear_error(tmp_path):
         load_checkpoint(tmp_path / "missing.npz")
 
 
+@pytest.mark.parametrize("grad_order", ["C", "F"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fused_adam_kernel_equals_the_array_formula(dtype):
+def test_fused_adam_kernel_equals_the_array_formula(dtype, grad_order):
     """kernels/optim.py: the one-pass Numba Adam step against the same step written in
-    array operations, over several steps (m and v carry over)."""
+    array operations, over several steps (m and v carry over), for a gradient in C order
+    and in a transposed layout."""
     from minicnn.kernels.optim import adam_step, adam_step_reference
     rng = np.random.default_rng(0)
     param = rng.standard_normal((37, 11)).astype(dtype)
     fused, reference = [param.copy(), np.zeros_like(param), np.zeros_like(param)], \
         [param.copy(), np.zeros_like(param), np.zeros_like(param)]
     for t in range(1, 6):
-        grad = rng.standard_normal(param.shape).astype(dtype)
+        grad = np.asarray(rng.standard_normal(param.shape).astype(dtype), order=grad_order)
         scalars = (0.9, 0.999, 1e-3 / (1 - 0.9 ** t), 1 / np.sqrt(1 - 0.999 ** t), 1e-8)
         adam_step(fused[0], grad, fused[1], fused[2], *scalars)
         adam_step_reference(reference[0], grad, reference[1], reference[2], *scalars)

@@ -1,6 +1,7 @@
 """Differentiable operations, one family per file (forward and backward side by side).
 
-    math        add sub mul div neg pow exp log sqrt matmul sum mean max var maximum where clip
+    math        add sub mul div neg pow exp log sqrt matmul linear sum mean max var maximum
+                where clip
     shape       reshape transpose flatten getitem pad concat split
     activation  relu relu6 leaky_relu sigmoid tanh scaled_tanh silu hard_sigmoid hard_swish
                 softmax log_softmax
@@ -10,7 +11,7 @@
     norm        batch_norm local_response_norm
     dropout     dropout dropout2d drop_path
 """
-from minicnn.functional.math import (add, sub, mul, div, neg, pow, exp, log, sqrt, matmul,
+from minicnn.functional.math import (add, sub, mul, div, neg, pow, exp, log, sqrt, matmul, linear,
                                      sum, mean, max, var, maximum, where, clip, cast)
 from minicnn.functional.shape import reshape, transpose, flatten, getitem, pad, concat, split
 from minicnn.functional.activation import (relu, relu6, leaky_relu, sigmoid, tanh, scaled_tanh,

@@ -3,7 +3,7 @@
 Notation in the docstrings: ``y`` is the output, ``gy`` = ∂L/∂y the gradient arriving
 from above, ``gx`` = ∂L/∂x the gradient each backward returns.
 """
-from minicnn.backend import get_array_module
+from minicnn.backend import get_array_module, sum_rows
 from minicnn.tensor import Function, Tensor, as_tensor, sum_to
 
 
@@ -141,6 +141,38 @@ class MatMul(Function):
         if self.needs_input_grad[1]:
             gb = sum_to(a2.swapaxes(-1, -2) @ gy2, b2.shape).reshape(b.shape)
         return ga, gb
+
+
+class Linear(Function):
+    """y = x Wᵀ + b over the last axis of x; W is (out_features, in_features).
+
+    gx = gy W,   gW = gyᵀ x,   gb = Σ_rows gy      (x and gy flattened to matrices)
+
+    One Function rather than matmul(x, transpose(W)): its weight gradient comes out of the
+    GEMM in W's own (out, in) layout, where the composed version hands back a transposed
+    view, which optimizers cannot stream through in one pass (AlexNet's fc6: 38M weights).
+    """
+    def forward(self, x, weight, bias=None):
+        _check_same_device("linear", x, weight)
+        if x.ndim < 1 or weight.ndim != 2 or x.shape[-1] != weight.shape[1]:
+            raise ValueError(f"linear: expected input (..., {weight.shape[-1]}) for weight of "
+                             f"shape {weight.shape}, got input shape {x.shape}")
+        if bias is not None and bias.shape != (weight.shape[0],):
+            raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
+        self.x, self.weight, self.has_bias = x, weight, bias is not None
+        y = x.reshape(-1, x.shape[-1]) @ weight.T
+        if bias is not None:
+            y += bias
+        return y.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    def backward(self, gy):
+        x, weight = self.x, self.weight
+        gy2 = gy.reshape(-1, weight.shape[0])
+        gx = (gy2 @ weight).reshape(x.shape) if self.needs_input_grad[0] else None
+        gw = gy2.T @ x.reshape(-1, x.shape[-1]) if self.needs_input_grad[1] else None
+        if not self.has_bias:
+            return gx, gw
+        return gx, gw, (sum_rows(gy2) if self.needs_input_grad[2] else None)
 
 
 # ----------------------------------------------------------------------------- unary
@@ -349,6 +381,11 @@ def pow(x, exponent):
 
 def matmul(a, b):
     return MatMul()(*_pair(a, b))
+
+
+def linear(x, weight, bias=None):
+    """``x @ weight.T + bias`` as one Function (see ``Linear``)."""
+    return Linear()(x, weight) if bias is None else Linear()(x, weight, bias)
 
 
 def where(condition, a, b):

@@ -39,10 +39,13 @@ def _adam_step_numba(param, grad, m, v, beta1, beta2, step_size, correction2, ep
 
 
 def adam_step(param, grad, m, v, beta1, beta2, step_size, correction2, eps):
-    """One Adam step in place; the fused kernel for contiguous NumPy arrays."""
-    arrays = (param, grad, m, v)
-    if get_array_module(param) is not np or not all(a.flags.c_contiguous for a in arrays):
+    """One Adam step in place; the fused kernel for contiguous NumPy arrays. A gradient in
+    another layout (a transposed view) is copied to C order first: one more pass, against
+    the reference's eight."""
+    state = (param, m, v)
+    if get_array_module(param) is not np or not all(a.flags.c_contiguous for a in state):
         return adam_step_reference(param, grad, m, v, beta1, beta2, step_size, correction2, eps)
+    arrays = (param, np.ascontiguousarray(grad), m, v)
     dtype = param.dtype.type
     _adam_step_numba(*(a.reshape(-1) for a in arrays), dtype(beta1), dtype(beta2),
                      dtype(step_size), dtype(correction2), dtype(eps))
