@@ -117,8 +117,10 @@ def efficientnet_v2_l(num_classes=1000, in_channels=3, dropout=0.4, **options):
     return EfficientNet(V2_L, HEAD_CHANNELS, dropout, num_classes, in_channels, **options)
 
 
+# MNIST at 32 px: Adam at 3e-3 gave 93.95% after one epoch and fell to 81.79% over two;
+# at 1e-3, two epochs reach 97.63%.
 CLI_DEFAULTS = {"variant": "efficientnet_v2_s", "input_size": 32, "optimizer": "adam",
-                "lr": 3e-3, "batch_size": 64, "epochs": 1}
+                "lr": 1e-3, "batch_size": 64, "epochs": 2}
 
 if __name__ == "__main__":
     from minicnn.cli import main
