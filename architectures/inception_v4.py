@@ -299,8 +299,10 @@ CLI_DEFAULTS = {
     "optimizer": "rmsprop", "lr": 0.045, "momentum": 0.9, "schedule": "decay:2:0.94",
     "optimizer_options": {"rmsprop": {"alpha": 0.9, "eps": 1.0, "tf_style": True}},
     "label_smoothing": 0.1,
-    "datasets": {"mnist": {"optimizer": "adam", "lr": 0.003, "schedule": "cosine",
-                           "epochs": 2}},
+    # MNIST at 75 px: Adam at 3e-3 reached only 78% on 20k images; at 1e-3 one epoch of
+    # 60k reaches 97.62%.
+    "datasets": {"mnist": {"optimizer": "adam", "lr": 0.001, "schedule": "cosine",
+                           "epochs": 1}},
 }
 
 if __name__ == "__main__":
