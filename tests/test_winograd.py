@@ -128,11 +128,17 @@ def test_sample_blocks_give_the_whole_batch_numbers(monkeypatch):
     x, w, b = rng.standard_normal((7, 32, 9, 6)), rng.standard_normal((40, 32, 3, 3)), rng.standard_normal(40)
     whole, path = _results(x, w, b)
     assert path == "winograd"                 # 32 channels in, 40 out: chosen by default
-    monkeypatch.setattr(conv_module, "BLOCK_BYTES", 1)      # U decides: five samples a block
-    tiling = winograd.WinogradTiling((1, 9, 6, 32), (1, 1), conv_module.WINOGRAD_TILE, np.float64)
-    per_sample = tiling.alpha ** 2 * tiling.T * 40 * 8
-    assert 1 < tiling.alpha ** 2 * 40 * 32 * 8 // per_sample < 7
+    monkeypatch.setattr(conv_module, "BLOCK_BYTES", 1)      # U's size decides the blocks
+    block_sizes = []
+    transform = winograd.input_transform
+
+    def recording_transform(x_block, tiling):
+        block_sizes.append(x_block.shape[0])
+        return transform(x_block, tiling)
+    monkeypatch.setattr(winograd, "input_transform", recording_transform)
     blocked, _ = _results(x, w, b)
+    # forward, then backward (which rebuilds V): 7 samples as a block of 5 and one of 2
+    assert block_sizes == [5, 2, 5, 2]
     for got, expected in zip(blocked, whole):
         np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
