@@ -185,6 +185,7 @@ class Conv2d(Function):
         g, G = self.geometry, self.groups
         need_x, need_w = self.needs_input_grad[0], self.needs_input_grad[1]
         need_b = self.has_bias and self.needs_input_grad[2]
+        xp = get_array_module(gy)
         gy_nhwc = channels_last(gy)
         CO = gy_nhwc.shape[3]
         gb = sum_rows(gy_nhwc.reshape(-1, CO)) if need_b else None
@@ -196,14 +197,13 @@ class Conv2d(Function):
                 gx = channels_first_view(depthwise.backward_input(gy_nhwc, self.w_taps, g, mult))
             if need_w:
                 taps = depthwise.backward_weight(gy_nhwc, self.x_nhwc, g, mult)
-                gw = taps.reshape(-1, CO).T.reshape(self.w_shape)
+                gw = xp.ascontiguousarray(taps.reshape(-1, CO).T).reshape(self.w_shape)
             return (gx, gw, gb) if self.has_bias else (gx, gw)
 
         if self.path == "winograd":
             gx, gw = self._winograd_backward(gy_nhwc, need_x, need_w)
             return (gx, gw, gb) if self.has_bias else (gx, gw)
 
-        xp = get_array_module(gy)
         COg = CO // G
         # gy as G matrices (M, CO/G); a copy only when there are several groups
         gy_mat = gy_nhwc.reshape(g.M, CO)
