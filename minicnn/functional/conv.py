@@ -68,11 +68,11 @@ BLOCKED_MIN_K = 256
 # output channels: below it the tile transforms, not the GEMMs, take the time. (ResNet-20
 # on 28×28 at batch 64 trains at ≈330 img/s with a limit of 16, ≈395 with 32, ≈385
 # without Winograd; DenseNet-121 and GoogLeNet gain from every limit up to 32.)
-# ResNet-18 CIFAR layers at batch 64, forward, im2col+GEMM → F(4×4, 3×3): 29 → 19 ms
-# (32×32, 64 channels), 25 → 13 (16×16, 128), 26 → 10 (8×8, 256), 30 → 9 (4×4, 512).
-# F(2×2, 3×3) was slower at every size (26, 18, 15, 13 ms): more GEMM work for the same
-# transforms. float32 results differ from im2col's by ≈ 1e-6 relative (F(4×4) sums
-# products of constants up to 8; tests/test_winograd.py bounds it).
+# ResNet-18 CIFAR layers at batch 64, forward + backward, im2col+GEMM → F(4×4, 3×3):
+# 74 → 37 ms (16×16, 128 channels), 73 → 34 (8×8, 256), 89 → 43 (4×4, 512). F(2×2, 3×3)
+# took 52, 43 and 45 ms: more GEMM work for the same transforms. float32 results differ
+# from im2col's by ≈ 1e-6 relative (F(4×4) sums products of constants up to 8;
+# tests/test_winograd.py bounds it).
 WINOGRAD_TILE = 4
 WINOGRAD_MIN_CHANNELS = 32
 
