@@ -87,7 +87,8 @@ import numpy as np
 
 from minicnn import nn
 from minicnn.backend import get_array_module
-from minicnn.tensor import Function, Tensor, no_grad
+from minicnn.tensor import Tensor, no_grad
+from minicnn.trace import input_shape, tensors_in, trace_forward
 
 CATEGORIES = ("conv", "linear", "pool", "bias", "norm", "act", "add", "other")
 DEFAULT_COUNT = ("conv", "linear", "pool")
@@ -101,120 +102,6 @@ ACTIVATION_LAYERS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Sc
 WINDOW_POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.GlobalAvgPool2d)
 VIEW_LAYERS = (nn.Flatten, nn.Identity)       # their output is their input, reshaped
-
-
-# ============================================================================ the trace
-
-class LayerCall:
-    """One module call seen by a forward hook: the module, its inputs and its output."""
-
-    def __init__(self, name, module, inputs, output):
-        self.name, self.module, self.inputs, self.output = name, module, inputs, output
-        self.is_leaf = not module._modules
-
-
-class OperationCall:
-    """One ``Function`` call: its type, the identities of its input and output tensors, and
-    the innermost module that was running when it was called (None between modules)."""
-
-    def __init__(self, function, inputs, outputs, module):
-        self.kind = type(function).__name__
-        self.module = module
-        tensors = [x for x in inputs if isinstance(x, Tensor)]
-        self.input_ids = [id(x) for x in tensors]
-        self.input_shapes = [tuple(x.shape) for x in tensors]
-        self.input_is_parameter = [isinstance(x, nn.Parameter) for x in tensors]
-        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        self.output_ids = [id(y) for y in outputs]
-        self.output_shape = tuple(outputs[0].shape)
-
-
-class ForwardTrace:
-    """What one forward pass did: every module call (in the order the hooks fired: a
-    container after its children) and every operation, with the tensors they passed on.
-
-    ``made_by[id(tensor)]`` is the OperationCall that produced a tensor, so the pass can be
-    walked backwards from any tensor to the layer outputs it was computed from. Every
-    tensor seen is kept alive in ``tensors``, so no two of them can share an ``id``.
-    """
-
-    def __init__(self):
-        self.calls, self.operations, self.made_by, self.tensors = [], [], {}, []
-        self.input = self.output = None
-
-    def readers(self, tensor):
-        """The operations that read ``tensor``."""
-        return [op for op in self.operations if id(tensor) in op.input_ids]
-
-
-def trace_forward(model, x):
-    """Run ``model(x)`` once in eval mode under ``no_grad()`` and record a ForwardTrace.
-
-    Module calls are seen through forward hooks. Two class methods are wrapped for the
-    duration of the pass (and restored afterwards, whatever happens):
-
-    * ``Function.__call__``, to see every operation — that is how a tensor made by a
-      functional operation between layers (the addition of a residual connection, the
-      concatenation of Inception branches) is traced back to the layer outputs it came
-      from;
-    * ``Module.__call__``, to keep a stack of the modules running, so each operation knows
-      the layer it belongs to (a Linear's own "+ bias" is not a residual addition).
-
-    The model's train/eval flags are restored.
-    """
-    trace = ForwardTrace()
-    names = {id(m): name for name, m in model.named_modules()}
-    running = []                                   # the stack of modules being called
-
-    def hook(module, inputs, output):
-        trace.calls.append(LayerCall(names.get(id(module), type(module).__name__), module,
-                                     tuple(inputs), output))
-        trace.tensors.extend(_tensors_in(output))
-
-    original_function_call, original_module_call = Function.__call__, nn.Module.__call__
-
-    def traced_function_call(function, *inputs):
-        outputs = original_function_call(function, *inputs)
-        op = OperationCall(function, inputs, outputs, running[-1] if running else None)
-        trace.operations.append(op)
-        for y in (outputs if isinstance(outputs, tuple) else (outputs,)):
-            trace.made_by[id(y)] = op
-            trace.tensors.append(y)
-        trace.tensors.extend(t for t in inputs if isinstance(t, Tensor))
-        return outputs
-
-    def traced_module_call(module, *inputs, **kwargs):
-        running.append(module)
-        try:
-            return original_module_call(module, *inputs, **kwargs)
-        finally:
-            running.pop()
-
-    modes = [(m, m.training) for m in model.modules()]
-    removers = [m.register_forward_hook(hook) for m in model.modules()]
-    x = x if isinstance(x, Tensor) else Tensor(x)
-    trace.input = x
-    trace.tensors.append(x)
-    Function.__call__, nn.Module.__call__ = traced_function_call, traced_module_call
-    try:
-        model.eval()
-        with no_grad():
-            trace.output = model(x)
-    finally:
-        Function.__call__, nn.Module.__call__ = original_function_call, original_module_call
-        for remove in removers:
-            remove()
-        for module, mode in modes:
-            object.__setattr__(module, "training", mode)
-    return trace
-
-
-def _tensors_in(value):
-    if isinstance(value, Tensor):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in _tensors_in(v)]
-    return []
 
 
 # ===================================================================== receptive fields
@@ -349,7 +236,7 @@ class Row:
 
 
 def _shape(value):
-    tensors = _tensors_in(value)
+    tensors = tensors_in(value)
     return tuple(tensors[0].shape) if tensors else ()
 
 
@@ -422,14 +309,14 @@ def _collect(model, input_shape):
             continue
         row = Row(call.name, type(call.module).__name__)
         in_shape = _shape(call.inputs)
-        out_tensors = _tensors_in(call.output)
+        out_tensors = tensors_in(call.output)
         out_shape = _shape(call.output)
         row.output_shape = out_shape[1:]
         if len(row.output_shape) >= 1:
             row.out_channels = row.output_shape[0]
         row.params = sum(p.size for p in own_params if id(p) not in counted)
         counted.update(id(p) for p in own_params)
-        input_field = Field.merge([fields.of(t) for t in _tensors_in(call.inputs)])
+        input_field = Field.merge([fields.of(t) for t in tensors_in(call.inputs)])
         if call.is_leaf:
             row.activations = sum(int(np.prod(t.shape[1:])) for t in out_tensors)
             row.flops = _count_flops(call.module, in_shape, out_shape, row.activations)
@@ -492,7 +379,7 @@ def _collapse(rows, events, depth, model, fields):
         block.params = sum(r.params for r in group)
         for category in CATEGORIES:
             block.flops[category] = sum(r.flops[category] for r in group)
-        block.field = (Field.merge([fields.of(t) for t in _tensors_in(container.output)])
+        block.field = (Field.merge([fields.of(t) for t in tensors_in(container.output)])
                        if container is not None else Field.merge([r.field for r in group]))
         result.append(block)
 
@@ -608,7 +495,7 @@ def summary(model, input_size, batch_size=1, in_channels=None, format="text", de
 
     Returns the rendered table (a str), or a dict for ``format='dict'``.
     """
-    shape = _input_shape(model, input_size, in_channels)
+    shape = input_shape(model, input_size, in_channels, caller="summary")
     if (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
             or batch_size < 1):
         raise ValueError(f"summary: batch_size must be a positive int, got {batch_size!r}")
@@ -639,38 +526,6 @@ def summary(model, input_size, batch_size=1, in_channels=None, format="text", de
     return _render_table(report, markdown=(format == "markdown"))
 
 
-def _input_shape(model, input_size, in_channels):
-    """(C, H, W) or (features,) from the many ways of saying it."""
-    if isinstance(input_size, (int, np.integer)) and not isinstance(input_size, bool):
-        spatial = (int(input_size), int(input_size))
-    elif isinstance(input_size, (tuple, list)) and all(
-            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in input_size):
-        if len(input_size) in (1, 3):
-            if in_channels is not None and len(input_size) == 3 and input_size[0] != in_channels:
-                raise ValueError(f"summary: input_size {tuple(input_size)} has "
-                                 f"{input_size[0]} channels but in_channels={in_channels}")
-            shape = tuple(int(v) for v in input_size)
-            if min(shape) < 1:
-                raise ValueError(f"summary: input_size must be positive, got {shape}")
-            return shape
-        if len(input_size) != 2:
-            raise ValueError(f"summary: input_size must be an int, (H, W), (C, H, W) or "
-                             f"(features,), got {tuple(input_size)}")
-        spatial = tuple(int(v) for v in input_size)
-    else:
-        raise TypeError(f"summary: input_size must be an int or a tuple of ints, got "
-                        f"{input_size!r}")
-    if min(spatial) < 1:
-        raise ValueError(f"summary: input_size must be positive, got {spatial}")
-    if in_channels is None:
-        first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-        if first_conv is None:
-            raise ValueError("summary: input_size gives no channel count and the model has "
-                             "no Conv2d to infer it from; pass in_channels= or (C, H, W)")
-        in_channels = first_conv.in_channels
-    return (int(in_channels),) + spatial
-
-
 def _totals(rows, additions, trace, fields):
     total = Row("total", "")
     total.activations = sum(r.activations for r in rows if r.stores_activations)
@@ -680,7 +535,7 @@ def _totals(rows, additions, trace, fields):
     total.flops["add"] += additions
     total.output_shape = _shape(trace.output)[1:]
     total.out_channels = total.output_shape[0] if total.output_shape else None
-    total.field = Field.merge([fields.of(t) for t in _tensors_in(trace.output)])
+    total.field = Field.merge([fields.of(t) for t in tensors_in(trace.output)])
     total.layers = len(rows) - 1
     return total
 

@@ -68,6 +68,27 @@ def is_grad_enabled():
     return _grad_enabled
 
 
+# Callbacks that see every Function call: ``callback(function, inputs, outputs)``. Empty
+# (the usual case) costs one truth test per operation. Tools that need to see a whole
+# forward pass (minicnn.trace, the ONNX exporter) add themselves through observe_functions.
+_function_observers = []
+
+
+@contextlib.contextmanager
+def observe_functions(callback):
+    """Inside the block, call ``callback(function, inputs, outputs)`` after each Function.
+
+    ``inputs`` are the Tensors (or numbers) the Function was called with, ``outputs`` what
+    it returned (a Tensor or a tuple of Tensors). This is how a tracer sees the operations
+    *between* layers: a residual addition, an Inception concatenation.
+    """
+    _function_observers.append(callback)
+    try:
+        yield
+    finally:
+        _function_observers.remove(callback)
+
+
 DEFAULT_DTYPE = np.float32
 
 
@@ -272,8 +293,9 @@ class Function:
 
     Subclasses implement
 
-    * ``forward(self, *arrays) -> array or tuple of arrays`` — save on ``self`` whatever
-      backward will need (inputs, masks, indices);
+    * ``forward(self, *arrays) -> array or tuple of arrays`` — hand whatever backward will
+      need (inputs, masks, indices) to ``self.save_for_backward(...)``; settings given to
+      ``__init__`` (stride, axis) stay plain attributes;
     * ``backward(self, *grad_outputs) -> array or tuple of arrays`` — one gradient per
       input of ``forward`` (``None`` where an input needs none, e.g. integer labels).
 
@@ -297,7 +319,18 @@ class Function:
             self.output_specs = tuple((y.shape, y.dtype) for y in outputs)
             for index, r in enumerate(results):
                 r.creator, r.output_index = self, index
-        return results[0] if single else results
+        returned = results[0] if single else results
+        for observer in _function_observers:
+            observer(self, inputs, returned)
+        return returned
+
+    def save_for_backward(self, *values):
+        """Keep exactly what ``backward`` needs; it gets them back as ``self.saved``.
+
+        ``release()`` frees these (and the inputs) once backward has run, so what a
+        Function holds on to between the passes is written in one place.
+        """
+        self.saved = values
 
     def forward(self, *arrays):
         raise NotImplementedError(f"{type(self).__name__} must define forward")
@@ -316,7 +349,10 @@ class Function:
 
     def release(self):
         """Drop inputs and saved arrays once backward is done: activations are freed."""
-        keep = {"output_specs", "needs_input_grad"}
+        self.saved = None
+        # Transitional: Functions not yet written with save_for_backward keep arrays as
+        # attributes; sweep those too until every Function saves explicitly.
+        keep = {"output_specs", "needs_input_grad", "saved"}
         for name in [n for n in vars(self) if n not in keep and not n.startswith("__")]:
             value = getattr(self, name)
             if isinstance(value, (np.ndarray, list, tuple, Tensor)) or hasattr(value, "__cuda_array_interface__"):

@@ -78,7 +78,7 @@ def _chain(module, sequential_like, name=""):
 
 def _trace(model, shape):
     """A ForwardTrace of one batch-1 pass at ``shape``."""
-    from minicnn.summary import trace_forward
+    from minicnn.trace import trace_forward
     parameter = next(iter(model.parameters()))
     x = np.random.default_rng(0).standard_normal((1,) + tuple(shape)).astype(parameter.dtype)
     return trace_forward(model, x)
@@ -121,8 +121,9 @@ def convolutionize(model, input_size, in_channels=None):
     score maps; at ``input_size`` the map is 1×1 and equals the original scores. The
     result carries ``score_map_stride``: how many input pixels apart its cells are.
     """
-    from minicnn.summary import _input_shape, summary
-    shape = _input_shape(model, input_size, in_channels)
+    from minicnn.summary import summary
+    from minicnn.trace import input_shape
+    shape = input_shape(model, input_size, in_channels, caller="convolutionize")
     converted = copy.deepcopy(model)
     trace = _trace(converted, shape)
     chain = _chain(converted, _sequential_like(converted, trace))

@@ -23,7 +23,7 @@ would see the changed values), each called once, and the batch norm uses running
 statistics (``track_running_stats``). The pairs are found in one of two ways:
 
 * ``input_size`` given (exact, recommended for networks written with custom ``forward``
-  methods): one batch-1 pass is traced (``minicnn.summary.trace_forward``) and the rule
+  methods): one batch-1 pass is traced (``minicnn.trace.trace_forward``) and the rule
   is checked on the actual data flow. This finds a ResNet block's ``conv1``/``bn1``
   attributes as surely as a Sequential's children.
 * no ``input_size`` (structural): within every module, a Conv2d/Linear child followed
@@ -72,8 +72,8 @@ def _structural_pairs(model):
 
 def _traced_pairs(model, input_size, in_channels):
     """(layer name, bn name) from the data flow of one traced batch-1 pass."""
-    from minicnn.summary import _input_shape, trace_forward
-    shape = _input_shape(model, input_size, in_channels)
+    from minicnn.trace import input_shape, trace_forward
+    shape = input_shape(model, input_size, in_channels, caller="fold_batchnorm")
     parameter = next(iter(model.parameters()))
     xp = get_array_module(parameter.data)
     sample = xp.asarray(np.random.default_rng(0).standard_normal((1,) + shape),

@@ -5,12 +5,31 @@ that are Modules are its children. Assigning ``self.conv = Conv2d(...)`` in ``__
 registers the child, in that order — so ``named_parameters()`` lists weights in the order
 the network defines them, the same order every time (a set would not).
 """
+import contextlib
 from collections import OrderedDict
 
 import numpy as np
 
 from minicnn.backend import get_array_module, to_device
 from minicnn.tensor import Tensor
+
+
+# Observers of module calls: ``before(module, inputs)`` and ``after(module, inputs, output)``.
+# Empty in ordinary runs; minicnn.trace uses them to know which layer an operation is in.
+_module_observers = []
+
+
+@contextlib.contextmanager
+def observe_module_calls(before=None, after=None):
+    """Inside the block, call ``before(module, inputs)`` as every module's forward starts
+    and ``after(module, inputs, output)`` when it returns (also when it raises, with
+    output None), innermost last in, first out."""
+    observer = (before, after)
+    _module_observers.append(observer)
+    try:
+        yield
+    finally:
+        _module_observers.remove(observer)
 
 
 class Parameter(Tensor):
@@ -73,9 +92,27 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *inputs, **kwargs):
+        if _module_observers:
+            return self._observed_call(inputs, kwargs)
         output = self.forward(*inputs, **kwargs)
         for hook in self._forward_hooks:
             hook(self, inputs, output)
+        return output
+
+    def _observed_call(self, inputs, kwargs):
+        observers = tuple(_module_observers)
+        for before, _ in observers:
+            if before is not None:
+                before(self, inputs)
+        output = None
+        try:
+            output = self.forward(*inputs, **kwargs)
+            for hook in self._forward_hooks:
+                hook(self, inputs, output)
+        finally:
+            for _, after in reversed(observers):
+                if after is not None:
+                    after(self, inputs, output)
         return output
 
     def register_forward_hook(self, hook):
