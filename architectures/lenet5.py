@@ -44,6 +44,7 @@ import numpy as np
 
 from architectures import register
 from minicnn import functional as F, nn
+from minicnn.backend import device_of, get_array_module, to_device
 
 # Table I of the paper: which S2 maps (rows 0–5) feed each C3 map (columns 0–15).
 C3_CONNECTIONS = (
@@ -95,6 +96,9 @@ class PartialConv2d(nn.Module):
         selection = np.zeros((out_channels * in_channels, len(pairs)), dtype=np.float32)
         for k, (o, i) in enumerate(pairs):
             selection[o * in_channels + i, k] = 1.0
+        # A constant of the architecture, not state: it is rebuilt from the table, so it is
+        # not in state_dict (checkpoints stay as they were) and forward brings it to the
+        # weights' device and dtype (Module.to moves parameters and buffers only).
         self.selection = selection
         fan_in = np.array([len(table[o]) for o, _ in pairs]) * kernel_size ** 2
         bound = (1.0 / np.sqrt(fan_in))[:, None]
@@ -106,10 +110,18 @@ class PartialConv2d(nn.Module):
 
     def forward(self, x):
         k = self.kernel_size
-        selection = self.selection.astype(x.dtype, copy=False)
+        selection = self._selection_like(self.kernels.data)
         weight = F.reshape(F.matmul(selection, self.kernels),
                            (self.out_channels, self.in_channels, k, k))
         return F.conv2d(x, weight, self.bias)
+
+    def _selection_like(self, array):
+        """The 0/1 selection on ``array``'s device and in its dtype (cached once moved)."""
+        xp = get_array_module(array)
+        if get_array_module(self.selection) is not xp or self.selection.dtype != array.dtype:
+            self.selection = xp.asarray(to_device(self.selection, device_of(array)),
+                                        dtype=array.dtype)
+        return self.selection
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

@@ -62,12 +62,13 @@ def thread_environment(threads, extra=None):
     return env
 
 
-def run_worker(python, framework, row, threads, repeat=None, extra_env=None, timeout=900):
+def run_worker(python, framework, row, threads, repeat=None, extra_env=None, timeout=900,
+               device="cpu"):
     model, channels, size, batch, classes, default_repeat = row
     command = [python, "-m", "benchmarks.worker", "--framework", framework, "--model", model,
                "--batch", str(batch), "--size", str(size), "--channels", str(channels),
                "--classes", str(classes), "--repeat", str(repeat or default_repeat),
-               "--threads", str(threads)]
+               "--threads", str(threads), "--device", device]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPOSITORY,
                             env=thread_environment(threads, extra_env), timeout=timeout)
     if result.returncode != 0:
@@ -154,14 +155,22 @@ def main(argv=None):
     parser.add_argument("--json", default=os.path.join(REPOSITORY, "benchmarks", "results",
                                                        "latest.json"))
     parser.add_argument("--skip-cold-start", action="store_true")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="where both frameworks run (gpu: CuPy and PyTorch's CUDA)")
     args = parser.parse_args(argv)
 
     torch_python, torch_version = torch_interpreter(args.torch_python)
-    peak = gemm_rate(2048, 2048, 2048)
+    if args.device == "gpu":
+        from minicnn.backend import cupy_or_none
+        cupy = cupy_or_none()
+        if cupy is None:
+            sys.exit("benchmarks: --device gpu needs CuPy and a CUDA GPU; none is visible")
+        peak, rate_name = gemm_rate(4096, 4096, 4096, xp=cupy), "cuBLAS sgemm 4096³ (CuPy)"
+    else:
+        peak, rate_name = gemm_rate(2048, 2048, 2048), "BLAS sgemm 2048³ (NumPy)"
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-          f"{args.threads} threads per framework")
-    print(f"BLAS sgemm 2048³ (NumPy): {peak:.1f} GFLOP/s; PyTorch: "
-          f"{torch_version or 'not installed'}\n")
+          f"{args.threads} threads per framework; device {args.device}")
+    print(f"{rate_name}: {peak:.1f} GFLOP/s; PyTorch: {torch_version or 'not installed'}\n")
     results = []
     for row in ROWS:
         if args.only and row[0] not in args.only:
@@ -169,8 +178,9 @@ def main(argv=None):
         model, channels, size, batch, classes, _ = row
         entry = dict(model=model, input=f"{channels}×{size}×{size}", batch=batch,
                      classes=classes, flops=forward_flops(row))
-        entry["minicnn"] = run_worker(sys.executable, "minicnn", row, args.threads)
-        entry["torch"] = (run_worker(torch_python, "torch", row, args.threads)
+        entry["minicnn"] = run_worker(sys.executable, "minicnn", row, args.threads,
+                                      device=args.device)
+        entry["torch"] = (run_worker(torch_python, "torch", row, args.threads, device=args.device)
                           if torch_python else None)
         results.append(entry)
         print(f"  measured {model} batch {batch}", flush=True)
@@ -178,9 +188,9 @@ def main(argv=None):
     print(format_table(results, peak))
     report = dict(machine=dict(processor=platform.processor(), cores=os.cpu_count(),
                                python=platform.python_version()),
-                  threads=args.threads, gemm_peak_gflops=peak, torch_version=torch_version,
+                  device=args.device, threads=args.threads, gemm_peak_gflops=peak, torch_version=torch_version,
                   rows=results)
-    if not args.skip_cold_start:
+    if not args.skip_cold_start and args.device == "cpu":
         report["cold_start"] = cold_start(sys.executable, args.threads)
         c = report["cold_start"]
         print(f"\nNumba cold start, first LeNet-5 training step (batch 128): empty cache "

@@ -20,11 +20,20 @@ def measure(function, repeat=5, warmup=1, min_time=0.0):
     return statistics.median(times), min(times), max(times)
 
 
-def gemm_rate(m, k, n, dtype="float32", repeat=5):
-    """GFLOP/s of NumPy's matmul (BLAS sgemm) on an (m×k)·(k×n) product."""
+def gemm_rate(m, k, n, dtype="float32", repeat=5, xp=None):
+    """GFLOP/s of matmul on an (m×k)·(k×n) product: NumPy's BLAS sgemm, or with
+    ``xp=cupy`` cuBLAS (synchronised after each product, so the work is timed, not the
+    launch)."""
     import numpy as np
+    xp = np if xp is None else xp
     rng = np.random.default_rng(0)
-    a = rng.standard_normal((m, k)).astype(dtype)
-    b = rng.standard_normal((k, n)).astype(dtype)
-    median, _, _ = measure(lambda: a @ b, repeat=repeat, min_time=0.2)
+    a = xp.asarray(rng.standard_normal((m, k)).astype(dtype))
+    b = xp.asarray(rng.standard_normal((k, n)).astype(dtype))
+    if xp is np:
+        product = lambda: a @ b  # noqa: E731
+    else:
+        def product():
+            a @ b
+            xp.cuda.Device().synchronize()
+    median, _, _ = measure(product, repeat=repeat, min_time=0.2)
     return 2.0 * m * k * n / median / 1e9

@@ -1,5 +1,5 @@
 """One measurement in a fresh process: ``python -m benchmarks.worker --framework F --model M
---batch B --size S --channels C --classes K --repeat R --threads T``.
+--batch B --size S --channels C --classes K --repeat R --threads T [--device gpu]``.
 
 Prints one JSON line: training and inference throughput (median, min, max images/s),
 the parameter count, and the peak resident memory of the process (which, as it runs
@@ -7,6 +7,11 @@ nothing else, is the peak of a training step plus the interpreter and libraries;
 baseline after building the model is reported too).
 
 Each framework runs in its own process so that memory peaks and thread pools do not mix.
+
+On ``--device gpu`` every timed step ends with a device synchronisation (kernels launch
+asynchronously: without it a step would be timed by its launches, not its work), and the
+peak is the GPU memory the framework's allocator handed out (CuPy's memory pool, PyTorch's
+``max_memory_allocated``), reported as ``gpu_peak_mb``.
 """
 import argparse
 import json
@@ -20,13 +25,15 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _throughputs(step, batch, repeat, warmup):
+def _throughputs(step, batch, repeat, warmup, synchronize=lambda: None):
     for _ in range(warmup):
         step()
+    synchronize()
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
         step()
+        synchronize()
         times.append(time.perf_counter() - started)
     times.sort()
     median = times[len(times) // 2] if len(times) % 2 else sum(times[len(times) // 2 - 1:len(times) // 2 + 1]) / 2
@@ -38,13 +45,18 @@ def run_minicnn(args):
     import numpy as np
     import architectures
     from minicnn import Tensor, functional as F, no_grad
+    from minicnn.backend import cupy_or_none, to_device
     from minicnn.optim import SGD
 
     model = architectures.create(args.model, num_classes=args.classes, in_channels=args.channels,
                                  **({"aux_logits": False} if args.model == "googlenet" else {}))
+    model.to(args.device)
     rng = np.random.default_rng(0)
-    x = Tensor(rng.standard_normal((args.batch, args.channels, args.size, args.size)).astype(np.float32))
-    labels = rng.integers(0, args.classes, args.batch)
+    images = rng.standard_normal((args.batch, args.channels, args.size, args.size))
+    x = Tensor(to_device(images.astype(np.float32), args.device))
+    labels = to_device(rng.integers(0, args.classes, args.batch), args.device)
+    cupy = cupy_or_none() if args.device == "gpu" else None
+    synchronize = cupy.cuda.Device().synchronize if cupy else (lambda: None)
     optimizer = SGD(list(model.parameters()), lr=0.01, momentum=0.9)
     baseline = _peak_rss_mb()
 
@@ -57,17 +69,20 @@ def run_minicnn(args):
     started = time.perf_counter()
     model.train()
     train_step()
+    synchronize()
     first_step = time.perf_counter() - started
-    train = _throughputs(train_step, args.batch, args.repeat, args.warmup)
+    train = _throughputs(train_step, args.batch, args.repeat, args.warmup, synchronize)
     peak_train = _peak_rss_mb()
+    gpu_peak = cupy.get_default_memory_pool().total_bytes() / 2**20 if cupy else None
     model.eval()
 
     def infer():
         with no_grad():
             model(x)
-    inference = _throughputs(infer, args.batch, args.repeat, args.warmup)
+    inference = _throughputs(infer, args.batch, args.repeat, args.warmup, synchronize)
     return dict(params=model.num_parameters(), train=train, inference=inference,
-                first_step_seconds=first_step, baseline_rss_mb=baseline, peak_rss_mb=peak_train)
+                first_step_seconds=first_step, baseline_rss_mb=baseline, peak_rss_mb=peak_train,
+                gpu_peak_mb=gpu_peak, device=args.device)
 
 
 def run_torch(args):
@@ -75,11 +90,13 @@ def run_torch(args):
     from benchmarks.torch_models import BUILDERS
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = BUILDERS[args.model](args.classes)
+    device = "cuda" if args.device == "gpu" else "cpu"
+    model = BUILDERS[args.model](args.classes).to(device)
     if args.channels != 3:  # only LeNet takes grayscale here; its builder already does
         assert args.model == "lenet5"
-    x = torch.randn(args.batch, args.channels, args.size, args.size)
-    labels = torch.randint(0, args.classes, (args.batch,))
+    x = torch.randn(args.batch, args.channels, args.size, args.size, device=device)
+    labels = torch.randint(0, args.classes, (args.batch,), device=device)
+    synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
     baseline = _peak_rss_mb()
@@ -92,18 +109,21 @@ def run_torch(args):
     started = time.perf_counter()
     model.train()
     train_step()
+    synchronize()
     first_step = time.perf_counter() - started
-    train = _throughputs(train_step, args.batch, args.repeat, args.warmup)
+    train = _throughputs(train_step, args.batch, args.repeat, args.warmup, synchronize)
     peak_train = _peak_rss_mb()
+    gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
     model.eval()
 
     def infer():
         with torch.no_grad():
             model(x)
-    inference = _throughputs(infer, args.batch, args.repeat, args.warmup)
+    inference = _throughputs(infer, args.batch, args.repeat, args.warmup, synchronize)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return dict(params=params, train=train, inference=inference, first_step_seconds=first_step,
-                baseline_rss_mb=baseline, peak_rss_mb=peak_train, version=torch.__version__)
+                baseline_rss_mb=baseline, peak_rss_mb=peak_train, gpu_peak_mb=gpu_peak,
+                device=args.device, version=torch.__version__)
 
 
 def main(argv=None):
@@ -118,6 +138,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3,
                         help="untimed steps first: kernel compilation, thread pools, allocator")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     args = parser.parse_args(argv)
     result = run_torch(args) if args.framework == "torch" else run_minicnn(args)
     print(json.dumps(result))

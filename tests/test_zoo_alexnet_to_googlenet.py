@@ -391,3 +391,28 @@ def test_googlenet_returns_auxiliary_logits_in_training_only():
     assert isinstance(outputs, tuple) and [o.shape for o in outputs] == [(2, 10)] * 3
     with no_grad():
         assert model.eval()(x).shape == (2, 10)
+
+
+def test_lenet5_lecun98_selection_follows_the_weights_dtype_and_stays_out_of_the_state():
+    """C3's 0/1 selection is a constant of the architecture: not in state_dict (checkpoints
+    keep their keys), and brought to the weights' dtype (and device) by forward."""
+    import numpy as np
+    from minicnn import Tensor
+    model = architectures.create("lenet5_lecun98", num_classes=10, in_channels=1).double()
+    assert not any("selection" in name for name in model.state_dict())
+    y = model(Tensor(np.zeros((2, 1, 32, 32))))
+    c3 = next(m for m in model.modules() if type(m).__name__ == "PartialConv2d")
+    assert y.dtype == np.float64 and c3.selection.dtype == np.float64
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("minicnn.backend").backend.gpu_available(),
+                    reason="needs a CUDA GPU and CuPy")
+def test_lenet5_lecun98_runs_on_the_gpu():
+    """Defect 4 of the GPU issue: the selection matrix stayed a NumPy array after .to('gpu')."""
+    import numpy as np
+    from minicnn import Tensor
+    from minicnn.backend import to_device
+    model = architectures.create("lenet5_lecun98", num_classes=10, in_channels=1).to("gpu")
+    y = model(Tensor(to_device(np.zeros((2, 1, 32, 32), np.float32), "gpu")))
+    assert y.device == "gpu" and y.shape == (2, 10)
