@@ -403,19 +403,27 @@ class EfficientDet(nn.Module):
                 f"{self.stride} (the stride of its coarsest level P{self.config.max_level}), "
                 f"so the minimum is {self.stride}×{self.stride}; got {height}×{width}")
 
-    def pyramid(self, x):
-        """The feature maps P_min…P_max the BiFPN takes (finest first)."""
+    def backbone_features(self, x):
+        """The backbone's maps at the pyramid's levels up to P5 (finest first)."""
         self.check_input(x)
-        features = self.backbone.feature_pyramid(
+        return self.backbone.feature_pyramid(
             x, [BACKBONE_STRIDES[lv] for lv in self.levels if lv <= 5])
+
+    def add_levels(self, features):
+        """P6, P7 (… up to max_level) on top of the backbone's maps."""
+        features = list(features)
         for resample in self.extra_levels:
             features.append(resample(features[-1]))
         return features
 
-    def forward(self, x):
-        features = self.pyramid(x)
+    def fuse(self, features):
+        """The D_bifpn BiFPN layers, one after another."""
         for layer in self.bifpn:
             features = layer(features)
+        return features
+
+    def forward(self, x):
+        features = self.fuse(self.add_levels(self.backbone_features(x)))
         return self.class_net(features), self.box_net(features)
 
 

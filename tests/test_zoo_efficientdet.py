@@ -7,6 +7,8 @@ count is checked here; forward passes run at small inputs only.
 """
 import functools
 import math
+import os
+import re
 
 import numpy as np
 import pytest
@@ -196,6 +198,70 @@ def test_smaller_pyramid_takes_smaller_images():
         classes, boxes = model(images(1, 64))
     assert [c.shape for c in classes] == [(1, 18, 8, 8), (1, 18, 4, 4), (1, 18, 2, 2)]
     assert [b.shape for b in boxes] == [(1, 36, 8, 8), (1, 36, 4, 4), (1, 36, 2, 2)]
+
+
+# ----------------------------------------------------------------------------- the reference
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "efficientdet_bifpn.npz")
+
+
+def our_name(name):
+    """The minicnn name of an effdet (rwightman/efficientdet-pytorch) state-dict entry."""
+    rules = [
+        (r"^fpn\.resample\.(\d+)\.conv\.conv\.", lambda m: f"extra_levels.{int(m[1]) - 3}.conv."),
+        (r"^fpn\.resample\.(\d+)\.conv\.bn\.", lambda m: f"extra_levels.{int(m[1]) - 3}.bn."),
+        (r"^fpn\.cell\.(\d+)\.fnode\.(\d+)\.combine\.edge_weights$",
+         lambda m: f"bifpn.{m[1]}.nodes.{m[2]}.fuse.weight"),
+        # a node's resample is keyed by the input's index in the feature list; ours by
+        # the input's position among the node's inputs
+        (r"^fpn\.cell\.(\d+)\.fnode\.(\d+)\.combine\.resample\.(\d+)\.conv\.(conv|bn)\.",
+         lambda m: f"bifpn.{m[1]}.nodes.{m[2]}.resample."
+                   f"{bifpn_nodes(3, 6)[int(m[2])][1].index(int(m[3]))}.{m[4]}."),
+        (r"^fpn\.cell\.(\d+)\.fnode\.(\d+)\.after_combine\.conv\.conv_dw\.",
+         lambda m: f"bifpn.{m[1]}.nodes.{m[2]}.conv.depthwise."),
+        (r"^fpn\.cell\.(\d+)\.fnode\.(\d+)\.after_combine\.conv\.conv_pw\.",
+         lambda m: f"bifpn.{m[1]}.nodes.{m[2]}.conv.pointwise."),
+        (r"^fpn\.cell\.(\d+)\.fnode\.(\d+)\.after_combine\.conv\.bn\.",
+         lambda m: f"bifpn.{m[1]}.nodes.{m[2]}.bn."),
+        (r"^(class|box)_net\.(conv_rep\.(\d+)|predict)\.conv_dw\.",
+         lambda m: f"{m[1]}_net.{'predict' if m[2] == 'predict' else 'convs.' + m[3]}.depthwise."),
+        (r"^(class|box)_net\.(conv_rep\.(\d+)|predict)\.conv_pw\.",
+         lambda m: f"{m[1]}_net.{'predict' if m[2] == 'predict' else 'convs.' + m[3]}.pointwise."),
+        (r"^(class|box)_net\.bn_rep\.(\d+)\.(\d+)\.bn\.", lambda m: f"{m[1]}_net.norms.{m[2]}.{m[3]}."),
+    ]
+    for pattern, replace in rules:
+        renamed, count = re.subn(pattern, replace, name)
+        if count:
+            return renamed
+    raise KeyError(f"no rule for effdet name {name!r}")
+
+
+def test_bifpn_and_heads_match_the_reference_implementation():
+    """The fixture (tests/fixtures/make_efficientdet_bifpn.py) ran effdet's BiFPN and
+    class/box networks — the PyTorch port that loads the official checkpoints — with
+    random weights on random P3–P5 maps. Loading the same weights, minicnn's extra level,
+    BiFPN and heads give the same outputs, with running statistics and with batch ones."""
+    stored = np.load(FIXTURE)
+    model = efficientdet.efficientdet_d0(num_classes=3, bifpn_width=16, bifpn_depth=2,
+                                         head_depth=2, max_level=6)
+    state = model.state_dict()
+    loaded = {our_name(key[len("param/"):]): stored[key] for key in stored.files
+              if key.startswith("param/")}
+    assert set(loaded) == {name for name in state if not name.startswith("backbone.")}
+    state.update(loaded)
+    model.load_state_dict(state)
+
+    features = [Tensor(stored[f"p{level}"]) for level in (3, 4, 5)]
+    for mode in ("eval", "train"):
+        model.train(mode == "train")
+        with no_grad():
+            pyramid = model.fuse(model.add_levels(features))
+            classes, boxes = model.class_net(pyramid), model.box_net(pyramid)
+        for level, (c, b) in enumerate(zip(classes, boxes), start=3):
+            np.testing.assert_allclose(c.data, stored[f"{mode}/class/{level}"], rtol=1e-4,
+                                       atol=1e-4, err_msg=f"{mode} class P{level}")
+            np.testing.assert_allclose(b.data, stored[f"{mode}/box/{level}"], rtol=1e-4,
+                                       atol=1e-4, err_msg=f"{mode} box P{level}")
 
 
 # ----------------------------------------------------------------------------- bad input
