@@ -73,19 +73,21 @@ from architectures.efficientnet import COEFFICIENTS, build_efficientnet
 Config = namedtuple("Config", "input_size backbone bifpn_width bifpn_depth head_depth "
                               "fusion min_level max_level anchor_scale")
 
-# The paper's Table 1, as released (official hparams_config.py). fusion: "fast" is fast
-# normalised fusion, "sum" the plain sum D6/D7 use.
+# The paper's Table 1 as released (the official hparams_config.py). fusion: "fast" is fast
+# normalised fusion, "sum" the plain sum of D6/D7. The pyramid spans P_min…P_max. The
+# anchor scale (anchor side = scale × stride at octave 0) is for the anchor generator:
+# D7 alone uses 5.
 TABLE_1 = {
-    #       input  backbone  W_bifpn  D_bifpn  D_class  fusion  levels  anchor scale
-    "d0":  Config(512,  "b0",  64,  3, 3, "fast", 3, 7, 4.0),
-    "d1":  Config(640,  "b1",  88,  4, 3, "fast", 3, 7, 4.0),
-    "d2":  Config(768,  "b2", 112,  5, 3, "fast", 3, 7, 4.0),
-    "d3":  Config(896,  "b3", 160,  6, 4, "fast", 3, 7, 4.0),
-    "d4":  Config(1024, "b4", 224,  7, 4, "fast", 3, 7, 4.0),
-    "d5":  Config(1280, "b5", 288,  7, 4, "fast", 3, 7, 4.0),
-    "d6":  Config(1280, "b6", 384,  8, 5, "sum",  3, 7, 4.0),
-    "d7":  Config(1536, "b6", 384,  8, 5, "sum",  3, 7, 5.0),
-    "d7x": Config(1536, "b7", 384,  8, 5, "sum",  3, 8, 4.0),
+    #            input  backbone  W_bifpn  D_bifpn  D_class  fusion  min  max  anchor scale
+    "d0":  Config(512,  "b0",      64,     3,       3,       "fast", 3,   7,   4.0),
+    "d1":  Config(640,  "b1",      88,     4,       3,       "fast", 3,   7,   4.0),
+    "d2":  Config(768,  "b2",     112,     5,       3,       "fast", 3,   7,   4.0),
+    "d3":  Config(896,  "b3",     160,     6,       4,       "fast", 3,   7,   4.0),
+    "d4":  Config(1024, "b4",     224,     7,       4,       "fast", 3,   7,   4.0),
+    "d5":  Config(1280, "b5",     288,     7,       4,       "fast", 3,   7,   4.0),
+    "d6":  Config(1280, "b6",     384,     8,       5,       "sum",  3,   7,   4.0),
+    "d7":  Config(1536, "b6",     384,     8,       5,       "sum",  3,   7,   5.0),
+    "d7x": Config(1536, "b7",     384,     8,       5,       "sum",  3,   8,   4.0),
 }
 
 # Parameters at 90 classes, as the official implementation counts them (D0 is the
@@ -334,6 +336,9 @@ class EfficientDet(nn.Module):
             raise ValueError(f"EfficientDet: levels must satisfy 1 <= min_level <= 5 and "
                              f"max_level >= min_level, got min_level={config.min_level}, "
                              f"max_level={config.max_level}")
+        if config.fusion not in ("fast", "sum"):
+            raise ValueError(f"EfficientDet: fusion must be 'fast' (fast normalised fusion) "
+                             f"or 'sum', got {config.fusion!r}")
         if num_classes < 1:
             raise ValueError(f"EfficientDet: num_classes must be >= 1, got {num_classes}")
         self.config, self.num_classes, self.num_anchors = config, num_classes, num_anchors

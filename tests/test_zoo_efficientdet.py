@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import architectures
-from minicnn import Tensor, functional as F, nn, no_grad
+from minicnn import Tensor, gradcheck, no_grad
+from minicnn.summary import summary
 from architectures import efficientdet
 from architectures.efficientdet import (TABLE_1, FastNormalizedFusion, SumFusion,
                                         anchor_order, bifpn_nodes, compound_scaling,
@@ -81,14 +82,14 @@ def test_registered_with_published_input_sizes_and_coco_classes():
 
 
 def test_table_1_follows_the_compound_scaling_formulas():
-    """Widths within 6% of 64·1.35^φ (the release rounds them to sizes hardware likes), D_bifpn = 3 + φ and
-    D_class = 3 + ⌊φ/3⌋ for φ ≤ 4 (D5–D7 keep the depths the official table caps)."""
+    """Widths within 6% of 64·1.35^φ (the release rounds them to sizes hardware likes),
+    D_class = 3 + ⌊φ/3⌋, and D_bifpn = 3 + φ up to D4 (Table 1 gives D5 and D6 one layer
+    less than the formula: 7 and 8)."""
     for phi, variant in enumerate(("d0", "d1", "d2", "d3", "d4", "d5", "d6")):
         formula, row = compound_scaling(phi), TABLE_1[variant]
         assert abs(row.bifpn_width - formula.bifpn_width) / formula.bifpn_width < 0.06
         assert row.head_depth == formula.head_depth
-        if phi <= 4:
-            assert row.bifpn_depth == formula.bifpn_depth
+        assert row.bifpn_depth == formula.bifpn_depth - (phi >= 5)
     assert compound_scaling(1) == (640, 86.4, 4, 3)
 
 
@@ -128,7 +129,6 @@ def test_fast_normalized_fusion_formula_and_gradient():
     expected = (2.0 * 1.0 + 0.5 * 4.0) / (1e-4 + 2.5)
     np.testing.assert_allclose(fusion(*inputs).data, expected, rtol=1e-6)
     fusion.weight.data = fusion.weight.data.astype(np.float64)
-    from minicnn import gradcheck
     xs = [Tensor(np.random.default_rng(i).standard_normal((1, 2, 3, 3)), requires_grad=True)
           for i in range(3)]
     assert gradcheck(lambda w, *t: fusion(*t), [fusion.weight] + xs)
@@ -200,6 +200,29 @@ def test_smaller_pyramid_takes_smaller_images():
     assert [b.shape for b in boxes] == [(1, 36, 8, 8), (1, 36, 4, 4), (1, 36, 2, 2)]
 
 
+# ----------------------------------------------------------------------------- summary
+
+def test_summary_counts_every_layer_of_the_detector():
+    """Every parameter is in a row; SAME pools count as pooling, fusions as additions."""
+    model = small_d0()
+    report = summary(model, (3, 128, 128), format="dict")
+    assert report["total"]["params"] == model.num_parameters() and not report["unused_params"]
+    types = {row["type"] for row in report["rows"]}
+    assert {"MaxPool2dSame", "UpsamplingNearest2d", "FastNormalizedFusion"} <= types
+    pools = [row for row in report["rows"] if row["type"] == "MaxPool2dSame"]
+    assert sum(row["flops_by_category"]["pool"] for row in pools) > 0
+    assert report["total"]["flops_by_category"]["add"] > 0
+
+
+@pytest.mark.slow
+def test_d0_multiply_adds_at_512_are_the_papers_2_5_billion():
+    """Table 2: D0 at 512×512 costs 2.5B FLOPs, counted as multiply-adds (summary counts
+    a multiply-add as 2)."""
+    report = summary(architectures.create("efficientdet_d0", num_classes=90), (3, 512, 512),
+                     format="dict")
+    assert report["total"]["flops"] / 2 / 1e9 == pytest.approx(2.5, abs=0.05)
+
+
 # ----------------------------------------------------------------------------- the reference
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "efficientdet_bifpn.npz")
@@ -227,7 +250,8 @@ def our_name(name):
          lambda m: f"{m[1]}_net.{'predict' if m[2] == 'predict' else 'convs.' + m[3]}.depthwise."),
         (r"^(class|box)_net\.(conv_rep\.(\d+)|predict)\.conv_pw\.",
          lambda m: f"{m[1]}_net.{'predict' if m[2] == 'predict' else 'convs.' + m[3]}.pointwise."),
-        (r"^(class|box)_net\.bn_rep\.(\d+)\.(\d+)\.bn\.", lambda m: f"{m[1]}_net.norms.{m[2]}.{m[3]}."),
+        (r"^(class|box)_net\.bn_rep\.(\d+)\.(\d+)\.bn\.",
+         lambda m: f"{m[1]}_net.norms.{m[2]}.{m[3]}."),
     ]
     for pattern, replace in rules:
         renamed, count = re.subn(pattern, replace, name)
@@ -281,6 +305,8 @@ def test_bad_settings_are_refused():
         efficientdet.efficientdet_d0(num_classes=0)
     with pytest.raises(ValueError, match=r"min_level <= 5 .* got min_level=6"):
         efficientdet.efficientdet_d0(min_level=6)
+    with pytest.raises(ValueError, match=r"fusion must be 'fast' .* or 'sum', got 'softmax'"):
+        efficientdet.efficientdet_d0(fusion="softmax")
     with pytest.raises(TypeError):
         efficientdet.efficientdet_d0(bifpn_widht=16)
     with pytest.raises(ValueError, match=r"expected a 4-D"):
