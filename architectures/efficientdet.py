@@ -195,6 +195,14 @@ class Resample(nn.Sequential):
         super().__init__(layers)
 
 
+def resampler(in_channels, out_channels, from_level, to_level, bn):
+    """``Resample``, or ``Identity`` for a map already at the node's level and width (it
+    then stores nothing new, which ``summary``'s memory column knows of Identity)."""
+    if in_channels == out_channels and from_level == to_level:
+        return nn.Identity()
+    return Resample(in_channels, out_channels, from_level, to_level, bn)
+
+
 class FastNormalizedFusion(nn.Module):
     """O = Σᵢ wᵢ·Iᵢ / (ε + Σⱼ wⱼ), wᵢ = ReLU(weightᵢ) (equation 2, ε = 10⁻⁴).
 
@@ -256,7 +264,7 @@ class FusionNode(nn.Module):
     def __init__(self, level, input_levels, input_channels, width, fusion, bn):
         super().__init__()
         self.level = level
-        self.resample = nn.ModuleList([Resample(channels, width, source, level, bn)
+        self.resample = nn.ModuleList([resampler(channels, width, source, level, bn)
                                        for source, channels in zip(input_levels,
                                                                    input_channels)])
         self.fuse = (FastNormalizedFusion if fusion == "fast" else SumFusion)(
