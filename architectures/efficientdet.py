@@ -17,8 +17,8 @@ A one-stage detector in three parts, all scaled together by one compound coeffic
 
        O = Σᵢ wᵢ·Iᵢ / (ε + Σⱼ wⱼ),   wᵢ = ReLU(learned weight i),   ε = 10⁻⁴,
 
-   and ends with swish → depthwise-separable 3×3 conv → BN. D6 and D7 (and D7x) fuse by a
-   plain sum, as the official configuration does "for training stability".
+   and ends with swish → depthwise-separable 3×3 conv → BN. D6, D7 and D7x fuse by a
+   plain sum instead, as their official configuration does (weight method "sum").
 
 3. **Class and box networks**, shared by every level: D_class repeats of separable 3×3
    conv → BN → swish, then a separable prediction conv with A·K outputs (A = 9 anchors:
@@ -44,7 +44,7 @@ resample convolution with a bias and a BN after it; separable convolutions with 
 depthwise kernel (no bias) and a pointwise kernel with a bias, BN after (the official
 "redundant" bias is kept so the counts match); fusion weights, one per node input, set to
 1; batch norm ε = 10⁻³ and momentum 0.01 (TensorFlow's decay 0.99). Parameters at 90
-classes (COCO): D0 3,880,067 — the official count — and D1–D7 as ``PARAMETERS`` (the
+classes (COCO): D0 3,880,067 — the official count — and D1–D7x as ``PARAMETERS`` (the
 paper's Table 2 rounds them to 3.9M, 6.6M, 8.1M, 12M, 20.7M, 33.7M, 51.9M, 51.9M).
 
 Outputs
@@ -155,11 +155,12 @@ def bifpn_nodes(min_level=3, max_level=7):
 
 # ----------------------------------------------------------------------------- modules
 def batch_norm(channels, bn):
+    """BatchNorm2d with the detector's ε and momentum (``bn`` holds bn_eps, bn_momentum)."""
     return nn.BatchNorm2d(channels, eps=bn["bn_eps"], momentum=bn["bn_momentum"])
 
 
 class SeparableConv2d(nn.Module):
-    """Depthwise 3×3 (groups = channels, no bias) then pointwise 1×1 with a bias: the
+    """Depthwise k×k (groups = channels, no bias) then pointwise 1×1 with a bias: the
     official code's ``SeparableConv2D`` (k·k·C_in + C_in·C_out + C_out parameters)."""
 
     def __init__(self, in_channels, out_channels, kernel_size=3):
@@ -279,9 +280,9 @@ class FusionNode(nn.Module):
 
 
 class BiFPNLayer(nn.Module):
-    """One bidirectional layer: the nodes of ``bifpn_nodes`` in order; the output at each
-    level is that level's last node (the layer's input, for the top level P7, goes in
-    only through the nodes)."""
+    """One bidirectional layer: the nodes of ``bifpn_nodes`` run in order, each appending
+    its output to the list of maps; the layer's output at each level is the last map made
+    at that level (P3's top-down node, the bottom-up nodes for P4…P7)."""
 
     def __init__(self, in_channels, width, min_level, max_level, fusion, bn):
         super().__init__()

@@ -101,6 +101,25 @@ def test_backbone_is_efficientnet_without_its_head():
     assert model.backbone_stages == ["stage3", "stage5", "stage7"]
 
 
+def test_backbone_feature_pyramid_is_the_last_map_at_each_stride():
+    """feature_pyramid gives what running ``features`` stage by stage gives at the end of
+    stage3, stage5 and stage7; a stride the network does not have is refused."""
+    backbone = small_d0().backbone
+    backbone.eval()
+    x = images(1, 64)
+    with no_grad():
+        p3, p4, p5 = backbone.feature_pyramid(x)
+        maps, y = {}, x
+        for name, part in backbone.features.named_children():
+            y = maps[name] = part(y)
+    assert (p3.shape, p4.shape, p5.shape) == ((1, 40, 8, 8), (1, 112, 4, 4), (1, 320, 2, 2))
+    for got, name in zip((p3, p4, p5), ("stage3", "stage5", "stage7")):
+        np.testing.assert_array_equal(got.data, maps[name].data)
+    with pytest.raises(ValueError, match=r"no feature map at stride\(s\) \[64\]; its "
+                                         r"strides are \[2, 4, 8, 16, 32\]"):
+        backbone.pyramid_stages([8, 64])
+
+
 # ----------------------------------------------------------------------------- structure
 
 def test_bifpn_graph_is_figure_2d():
