@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 from minicnn import Tensor, functional as F, gradcheck, nn
 from minicnn.functional.resample import same_padding
 from minicnn.kernels import channels_last
+from minicnn.kernels.registry import kernel_mode
 from minicnn.summary import summary
 
 
@@ -160,6 +161,20 @@ def test_layouts_and_dtype(op):
     assert nchw.dtype == nhwc.dtype == np.float32
     np.testing.assert_array_equal(nchw.data, nhwc.data)
     assert nchw.data.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def test_reference_kernels_give_the_same_pool_and_gradient():
+    """MINICNN_KERNELS=reference runs the SAME pool on the plain NumPy kernel: same numbers."""
+    x = distinct_values((2, 3, 7, 6), 4)
+    results = []
+    for mode in ("fast", "reference"):
+        with kernel_mode(mode):
+            t = Tensor(x, requires_grad=True)
+            y = F.max_pool2d_same(t, 3, 2)
+            (y * y).sum().backward()
+            results.append((y.data, t.grad))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
 # ----------------------------------------------------------------------------- backward
