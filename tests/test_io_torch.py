@@ -272,6 +272,15 @@ def test_the_refusal_happens_at_lookup_before_any_import(tmp_path):
     assert "antigravity" not in sys.modules
 
 
+def test_containers_nested_beyond_reason_are_one_error(tmp_path):
+    """200 000 lists inside each other: pickle builds them without recursion, and the
+    walk that turns tensors into arrays must not die of a RecursionError."""
+    path, depth = tmp_path / "deep.pt", 200_000
+    _zip_with_pickle(path, b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b".")
+    with pytest.raises(FormatError, match="nested too deeply"):
+        load_torch(path)
+
+
 # ---------------------------------------------------------------------- bad input
 
 def _truncated(tmp_path, source, keep):

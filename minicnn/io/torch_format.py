@@ -444,9 +444,14 @@ def _materialize(obj, path):
         elif isinstance(value, list):
             rebuilt = done[id(value)] = []
             rebuilt.extend(walk(item, f"{where}[{i}]") for i, item in enumerate(value))
-        else:
-            rebuilt = type(value)(walk(item, f"{where}[{i}]") for i, item in enumerate(value))
+        elif isinstance(value, tuple):
+            rebuilt = tuple(walk(item, f"{where}[{i}]") for i, item in enumerate(value))
             done[id(value)] = rebuilt
+        else:                                     # a set: an array cannot be a member
+            if any(isinstance(item, _PendingTensor) for item in value):
+                raise FormatError(path, f"{where or 'the object'} is a set of tensors, "
+                                  f"which no state dict or checkpoint holds")
+            rebuilt = done[id(value)] = set(value)
         return rebuilt
 
     return walk(obj, "")
@@ -511,4 +516,7 @@ def load_torch(path):
         raise FormatError(path, f"not a PyTorch file: expected a zip archive (torch.save "
                           f"since 1.6) or a legacy pickle starting with byte 0x80; it "
                           f"starts with {head!r}")
-    return _materialize(obj, path)
+    try:
+        return _materialize(obj, path)
+    except RecursionError:
+        raise FormatError(path, "containers nested too deeply for a checkpoint") from None
