@@ -13,6 +13,8 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from minicnn.io import FormatError, load_state_dict_file, load_torch
 from minicnn.io.torch_format import _RestrictedUnpickler
@@ -174,27 +176,72 @@ def _tuple(*items):
     return b"(" + b"".join(items) + b"t"
 
 
-def _legacy_file(tensor_entries, storages):
-    """A legacy torch file, opcode by opcode, the way torch 0.4–1.5 wrote storage views:
+def _tensor_dict_pickle(tensor_entries):
+    """A protocol-2 pickle of ``{name: tensor}``, opcode by opcode, as torch writes it:
     ``tensor_entries`` maps a name to (persistent id bytes, offset, size, stride)."""
-    dump = lambda value: pickle.dumps(value, protocol=2)                      # noqa: E731
-    body = b"\x80\x02}(" + b"".join(
+    return b"\x80\x02}(" + b"".join(
         _text(name) + b"ctorch._utils\n_rebuild_tensor_v2\n"
         + _tuple(persistent_id + b"Q", _int(offset), _tuple(*map(_int, size)),
                  _tuple(*map(_int, stride)), b"\x89", b"ccollections\nOrderedDict\n)R")
         + b"R" for name, (persistent_id, offset, size, stride) in tensor_entries.items()
     ) + b"u."
+
+
+def _legacy_file(tensor_entries, storages):
+    """A legacy torch file holding float32 ``storages`` ({key: values})."""
+    dump = lambda value: pickle.dumps(value, protocol=2)                      # noqa: E731
     data = b"".join(struct.pack("<q", len(values)) + np.asarray(values, "<f4").tobytes()
                     for _, values in sorted(storages.items()))
     return (dump(0x1950A86A20F9469CFC6C) + dump(1001)
-            + dump({"protocol_version": 1001, "little_endian": True}) + body
-            + dump(sorted(storages)) + data)
+            + dump({"protocol_version": 1001, "little_endian": True})
+            + _tensor_dict_pickle(tensor_entries) + dump(sorted(storages)) + data)
 
 
-def _storage_id(key, numel, view=None):
+def _write_zip_file(path, tensor_entries, storages):
+    """The same in the zip format (persistent ids without the view field)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", _tensor_dict_pickle(tensor_entries))
+        archive.writestr("archive/byteorder", "little")
+        for key, values in storages.items():
+            archive.writestr(f"archive/data/{key}", np.asarray(values, "<f4").tobytes())
+
+
+def _storage_id(key, numel, view=None, legacy=True):
     view_bytes = b"N" if view is None else _tuple(_text(view[0]), _int(view[1]), _int(view[2]))
     return _tuple(_text("storage"), b"ctorch\nFloatStorage\n", _text(key), _text("cpu"),
-                  _int(numel), view_bytes)
+                  _int(numel), *([view_bytes] if legacy else []))
+
+
+@st.composite
+def strided_views(draw):
+    """Any view torch can save: sizes (zero included), non-negative strides (zero is an
+    expanded dimension), an offset, and a storage just long enough or longer."""
+    size = draw(st.lists(st.integers(0, 4), max_size=4))
+    stride = draw(st.lists(st.integers(0, 12), min_size=len(size), max_size=len(size)))
+    offset = draw(st.integers(0, 6))
+    reach = offset + sum((n - 1) * s for n, s in zip(size, stride)) if 0 not in size else 0
+    numel = reach + 1 + draw(st.integers(0, 3))
+    return tuple(size), tuple(stride), offset, numel
+
+
+@pytest.mark.parametrize("container", FORMATS)
+@given(view=strided_views())
+def test_any_strided_view_reads_the_elements_its_formula_names(tmp_path_factory, container,
+                                                               view):
+    size, stride, offset, numel = view
+    storage = np.arange(numel, dtype=np.float32) * 0.5 - 3
+    path = tmp_path_factory.mktemp("views") / "view.pt"
+    entry = {"t": (_storage_id("s", numel, legacy=container == "legacy"), offset, size,
+                   stride)}
+    if container == "legacy":
+        path.write_bytes(_legacy_file(entry, {"s": storage}))
+    else:
+        _write_zip_file(path, entry, {"s": storage})
+    # Element [i, j, ...] is storage[offset + i*stride[0] + j*stride[1] + ...].
+    index = offset + sum(axis * s for axis, s in zip(np.indices(size), stride))
+    loaded = load_torch(path)["t"]
+    assert loaded.shape == size and loaded.flags.c_contiguous
+    np.testing.assert_array_equal(loaded, storage[index] if size else storage[offset])
 
 
 def test_legacy_storage_views_slice_their_root(tmp_path):
