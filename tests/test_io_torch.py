@@ -332,7 +332,8 @@ def test_containers_nested_beyond_reason_are_one_error(tmp_path):
 
 def _truncated(tmp_path, source, keep):
     path = tmp_path / "truncated.pt"
-    raw = open(source, "rb").read()
+    with open(source, "rb") as file:
+        raw = file.read()
     path.write_bytes(raw[:int(len(raw) * keep)])
     return path
 
