@@ -85,7 +85,7 @@ def test_every_dtype_arrives_with_its_values(container):
     assert loaded["empty"].shape == (0, 3) and loaded["empty"].dtype == np.float32
 
 
-@pytest.mark.parametrize("container", FORMATS)
+@pytest.mark.parametrize("container", FORMATS + ["zip_protocol4", "legacy_protocol4"])
 def test_views_honour_offset_and_strides_over_one_shared_storage(container):
     loaded = load_torch(fixture("views", container))
     base = np.arange(270, dtype=np.float32)
