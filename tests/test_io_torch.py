@@ -264,6 +264,23 @@ def test_a_view_reaching_past_its_storage_is_refused(tmp_path):
         load_torch(path)
 
 
+def test_an_expanded_view_of_absurd_size_is_refused_not_allocated(tmp_path):
+    """Stride 0 repeats one element: 10^10 of them would need 40 GB from a 200-byte file."""
+    path = tmp_path / "bomb.pt"
+    path.write_bytes(_legacy_file({"w": (_storage_id("one", 1), 0, (100_000, 100_000),
+                                         (0, 0))}, {"one": [1.0]}))
+    with pytest.raises(FormatError, match=r"'w': a view of 10000000000 elements over a "
+                                          r"storage of 1 repeats"):
+        load_torch(path)
+
+
+def test_a_modest_expanded_view_is_materialized(tmp_path):
+    path = tmp_path / "expanded.pt"
+    path.write_bytes(_legacy_file({"w": (_storage_id("row", 3), 0, (4, 3), (0, 1))},
+                                  {"row": [1.0, 2.0, 3.0]}))
+    np.testing.assert_array_equal(load_torch(path)["w"], np.tile([1.0, 2.0, 3.0], (4, 1)))
+
+
 # ------------------------------------------------------------------ hostile pickles
 
 class _RunsACommand:
@@ -352,6 +369,22 @@ def test_a_zip_of_something_else_says_what_was_expected(tmp_path):
     os.replace(str(path) + ".npz", path)
     with pytest.raises(FormatError, match=r"weights\.pth: a zip archive but not a PyTorch "
                                           r"file: expected exactly one <root>/data\.pkl"):
+        load_torch(path)
+
+
+@pytest.mark.parametrize("field_offset, value, message", [
+    (6, 99, "zip file version 9.9"),                  # "version needed to extract"
+    (8, 1, "encrypted, password required"),           # flag bit 0: encrypted
+])
+def test_a_zip_this_reader_cannot_open_is_one_error(tmp_path, field_offset, value, message):
+    """Damage a field of the first central directory record, where zipfile looks."""
+    with open(fixture("views", "zip"), "rb") as file:
+        raw = bytearray(file.read())
+    record = raw.index(b"PK\x01\x02")
+    raw[record + field_offset] = value
+    path = tmp_path / "odd.pt"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(FormatError, match=message):
         load_torch(path)
 
 

@@ -63,6 +63,10 @@ from minicnn.io.errors import FormatError
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
 ZIP_SIGNATURE = b"PK\x03\x04"
+# A view may read storage elements more than once (stride 0: torch's expand), so a few
+# bytes of file can describe a tensor of any size. Up to this many elements such a view is
+# materialized; beyond, refused. Views no larger than their storage are always read.
+MAX_EXPANDED_ELEMENTS = 1 << 24
 
 # Storage class name -> NumPy dtype of its elements as stored (little-endian). bfloat16
 # is read as its 16 raw bits and widened later (see _bfloat16_to_float32).
@@ -315,7 +319,7 @@ def _read_zip(path):
     """The zip container: returns the unpickled object with pending tensors."""
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as error:
         raise FormatError(path, f"a truncated or corrupt zip archive ({error})") from None
     with archive:
         names = archive.namelist()
@@ -368,7 +372,8 @@ def _read_member(archive, path, name, default=None):
         if default is not None:
             return default
         raise FormatError(path, f"{name} is missing from the archive") from None
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as error:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError,
+            RuntimeError) as error:               # RuntimeError: "encrypted, password required"
         raise FormatError(path, f"{name} in the archive is truncated or corrupt "
                           f"({error})") from None
 
@@ -468,6 +473,11 @@ def _to_array(tensor, path, where):
         raise FormatError(path, f"{name}: malformed view (offset {offset!r}, size {size!r}, "
                           f"stride {stride!r})")
     flat = storage.flat()
+    count = int(np.prod(size, dtype=object))
+    if count > max(len(flat), MAX_EXPANDED_ELEMENTS):
+        raise FormatError(path, f"{name}: a view of {count} elements over a storage of "
+                          f"{len(flat)} repeats its elements beyond the "
+                          f"{MAX_EXPANDED_ELEMENTS} this reader materializes")
     if 0 not in size:
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= len(flat):
