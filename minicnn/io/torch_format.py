@@ -237,9 +237,15 @@ ALLOWED_GLOBALS = {
 
 # ----------------------------------------------------------------- the guarded unpickler
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(pickle._Unpickler):
     """An unpickler whose ``find_class`` answers only from ``ALLOWED_GLOBALS`` and whose
-    persistent ids are storages, shared by key (the same key is the same storage)."""
+    persistent ids are storages, shared by key (the same key is the same storage).
+
+    It is the pure-Python unpickler, not the C one: the C one keeps its memo in an array
+    and sizes byte strings before reading them, so a five-byte ``LONG_BINPUT 225539084``
+    in a damaged file makes it zero-fill gigabytes. The Python one keeps a dict and reads
+    what is there; the pickles in weight files are small, so its speed does not matter.
+    """
 
     def __init__(self, file, path, legacy):
         super().__init__(file)
