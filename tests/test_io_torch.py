@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections import OrderedDict
 
@@ -396,6 +397,17 @@ def test_a_torchscript_archive_is_named_as_such(tmp_path):
                        "constants.pkl", "version", "byteorder"]:
             archive.writestr(f"scripted/{member}", b"")
     with pytest.raises(FormatError, match="scripted.pt: a TorchScript archive"):
+        load_torch(path)
+
+
+def test_the_tar_format_before_torch_0_4_is_named(tmp_path):
+    path = tmp_path / "ancient.pt"
+    with tarfile.open(path, "w") as archive:
+        for member in ("sys_info", "pickle", "storages", "tensors"):
+            info = tarfile.TarInfo(member)
+            archive.addfile(info, io.BytesIO(b""))
+    with pytest.raises(FormatError, match="ancient.pt: a tar archive: PyTorch's format "
+                                          "before 0.4"):
         load_torch(path)
 
 

@@ -13,7 +13,7 @@ tensor is a call ``torch._utils._rebuild_tensor_v2(storage, offset, size, stride
 and each storage a *persistent id* ``("storage", torch.FloatStorage, key, location,
 numel)``; the raw storage bytes live outside the pickle, keyed by ``key``. Several
 tensors may view one storage (a parameter and a slice of it), and a view need not be
-contiguous (a transposed weight has strides like ``(1, 10, 30, 90)``).
+contiguous (a weight kept in a permuted layout has strides like ``(1, 10, 30, 90)``).
 
 Two containers carry these pieces:
 
@@ -38,7 +38,12 @@ stand-ins written in this file: the tensor rebuild functions only record a view
 (``_PendingTensor``), the storage types are plain markers, ``OrderedDict`` is itself.
 Any other name raises ``FormatError`` naming it at the moment it is looked up, before
 anything could call it. Tensors become NumPy arrays only after the whole pickle is read
-and every storage's size is checked, so a bad file never yields half a result.
+and every storage's size is checked, so a bad file never yields half a result. A damaged
+or hostile file must not cost unbounded memory either: see ``_RestrictedUnpickler`` and
+``MAX_EXPANDED_ELEMENTS``.
+
+Not read: the tar format of PyTorch before 0.4 and TorchScript archives
+(``torch.jit.save``); both get a ``FormatError`` saying so.
 
 What comes back
 ---------------
@@ -63,6 +68,7 @@ from minicnn.io.errors import FormatError
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
 ZIP_SIGNATURE = b"PK\x03\x04"
+TAR_MAGIC, TAR_MAGIC_OFFSET = b"ustar", 257
 # A view may read storage elements more than once (stride 0: torch's expand), so a few
 # bytes of file can describe a tensor of any size. Up to this many elements such a view is
 # materialized; beyond, refused. Views no larger than their storage are always read.
@@ -519,7 +525,11 @@ def load_torch(path):
     """
     path = str(path)
     with open(path, "rb") as file:
-        head = file.read(4)
+        head = file.read(TAR_MAGIC_OFFSET + len(TAR_MAGIC))
+    if head[TAR_MAGIC_OFFSET:] == TAR_MAGIC:
+        raise FormatError(path, "a tar archive: PyTorch's format before 0.4, which this "
+                          "reader does not read (load it with torch and save it again)")
+    head = head[:4]
     if head == ZIP_SIGNATURE:
         obj = _read_zip(path)
     elif head[:1] == b"\x80":                       # a binary pickle: the legacy format
