@@ -4,7 +4,6 @@ trained MTCNN weights inside the facenet-pytorch wheel."""
 import io
 import os
 import pickle
-import shutil
 import struct
 import subprocess
 import sys
