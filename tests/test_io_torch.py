@@ -281,6 +281,26 @@ def test_a_modest_expanded_view_is_materialized(tmp_path):
     np.testing.assert_array_equal(load_torch(path)["w"], np.tile([1.0, 2.0, 3.0], (4, 1)))
 
 
+@pytest.mark.parametrize("protocol", [2, 4])
+def test_plain_python_values_in_a_checkpoint_come_back(tmp_path, protocol):
+    """bytes (``_codecs.encode`` under protocol 2), sets, tuples, None, floats."""
+    values = {"note": b"\x00\xff", "classes": {"cat", "dog"}, "size": (224, 224),
+              "scheduler": None, "lr": 0.1, "nested": [{"a": 1}, ("b", 2.5)]}
+    path = tmp_path / "plain.pt"
+    _zip_with_pickle(path, pickle.dumps(values, protocol=protocol))
+    assert load_torch(path) == values
+
+
+@pytest.mark.parametrize("encoding", ["zlib_codec", "base64", "rot13"])
+def test_codecs_encode_only_turns_text_into_bytes(tmp_path, encoding):
+    """Other codecs could inflate a zlib bomb; they are refused."""
+    path = tmp_path / "codec.pt"
+    _zip_with_pickle(path, b"\x80\x02c_codecs\nencode\nX\x01\x00\x00\x00a"
+                     + _text(encoding) + b"\x86R.")
+    with pytest.raises(FormatError, match=f"got encoding '{encoding}'"):
+        load_torch(path)
+
+
 # ------------------------------------------------------------------ hostile pickles
 
 class _RunsACommand:

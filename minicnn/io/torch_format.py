@@ -234,6 +234,7 @@ ALLOWED_GLOBALS = {
     ("torch", "device"): _torch_device,
     ("_codecs", "encode"): _codecs_encode,
     ("builtins", "set"): set,
+    ("__builtin__", "set"): set,                 # the name protocol-2 pickles use
     ("numpy", "dtype"): _NumpyDtype,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
