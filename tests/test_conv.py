@@ -8,8 +8,8 @@ from scipy.signal import correlate
 from minicnn import Tensor, functional as F, gradcheck, nn
 from minicnn.functional import conv as conv_module
 from minicnn.kernels import channels_last, depthwise, output_size
-from minicnn.kernels.im2col import (SHORT_RUN, ConvGeometry, col2im_cpu, col2im_reference,
-                                    im2col_cpu, im2col_reference)
+from minicnn.kernels.im2col import (SHORT_RUN, ConvGeometry, col2im_numba, col2im_reference,
+                                    im2col_numba, im2col_reference)
 
 
 def conv2d_loops(x, w, b, stride, padding, dilation, groups):
@@ -158,14 +158,14 @@ def test_convolution_in_sample_blocks_equals_whole_batch(monkeypatch, stride, pa
 
 @settings(deadline=None)
 @given(conv_settings())
-def test_im2col_cpu_equals_reference(case):
+def test_im2col_numba_equals_reference(case):
     x, w, _ = _arrays(case, np.float32)
     x_nhwc = channels_last(x)
     g = ConvGeometry(x_nhwc.shape, w.shape[2:], case["stride"], case["padding"],
                      case["dilation"], case["groups"])
-    np.testing.assert_array_equal(im2col_cpu(x_nhwc, g), im2col_reference(x_nhwc, g))
+    np.testing.assert_array_equal(im2col_numba(x_nhwc, g), im2col_reference(x_nhwc, g))
     cols = np.random.default_rng(case["seed"]).standard_normal((g.G, g.M, g.K))
-    np.testing.assert_allclose(col2im_cpu(cols, g), col2im_reference(cols, g), rtol=1e-12,
+    np.testing.assert_allclose(col2im_numba(cols, g), col2im_reference(cols, g), rtol=1e-12,
                                atol=1e-12)
 
 
@@ -180,7 +180,7 @@ def test_both_im2col_layouts_equal_reference(channels, groups, geometry):
     kernel, stride, padding, dilation = geometry
     x = np.random.default_rng(channels).standard_normal((3, 11, 10, channels)).astype(np.float32)
     g = ConvGeometry(x.shape, kernel, stride, padding, dilation, groups)
-    cols = im2col_cpu(x, g)
+    cols = im2col_numba(x, g)
     k_major = g.KW * g.C < SHORT_RUN
     assert cols.shape == (g.G, g.M, g.K)
     assert (cols.strides[1] < cols.strides[2]) == k_major       # which kernel ran
@@ -193,7 +193,7 @@ def test_col2im_is_the_adjoint_of_im2col():
     x = rng.standard_normal((2, 7, 6, 4))
     g = ConvGeometry(x.shape, (3, 2), (2, 1), (1, 1), (1, 2), groups=2)
     c = rng.standard_normal((g.G, g.M, g.K))
-    assert np.isclose((im2col_cpu(x, g) * c).sum(), (x * col2im_cpu(c, g)).sum())
+    assert np.isclose((im2col_numba(x, g) * c).sum(), (x * col2im_numba(c, g)).sum())
 
 
 @settings(deadline=None)
@@ -209,11 +209,11 @@ def test_depthwise_cpu_equals_reference(n, channels, mult, kernel, stride, paddi
                      groups=channels)
     gy = rng.standard_normal((n, g.OH, g.OW, channels * mult))
     close = dict(rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(depthwise.forward_cpu(x, w, g, mult),
+    np.testing.assert_allclose(depthwise.forward_numba(x, w, g, mult),
                                depthwise.forward_reference(x, w, g, mult), **close)
-    np.testing.assert_allclose(depthwise.backward_input_cpu(gy, w, g, mult),
+    np.testing.assert_allclose(depthwise.backward_input_numba(gy, w, g, mult),
                                depthwise.backward_input_reference(gy, w, g, mult), **close)
-    np.testing.assert_allclose(depthwise.backward_weight_cpu(gy, x, g, mult),
+    np.testing.assert_allclose(depthwise.backward_weight_numba(gy, x, g, mult),
                                depthwise.backward_weight_reference(gy, x, g, mult), **close)
 
 
@@ -236,7 +236,7 @@ def test_output_size(size, kernel, stride, padding, dilation, ceil, expected):
     ((2, 3, 8, 8), (4, 2, 3, 3), {}, "expects 2 input channels"),
     ((2, 3, 8, 8), (4, 1, 3, 3), {"groups": 2}, "divisible by groups"),
     ((2, 3, 4, 4), (4, 3, 7, 7), {}, "larger than the padded input"),
-    ((2, 3, 4, 4), (4, 3, 3, 3), {"dilation": 3}, "dilated 7×7"),
+    ((2, 3, 4, 4), (4, 3, 3, 3), {"dilation": 3}, "the 7×7 window"),
 ])
 def test_shape_errors_name_expected_and_actual(x_shape, w_shape, kwargs, message):
     x, w = Tensor(np.zeros(x_shape, np.float32)), Tensor(np.zeros(w_shape, np.float32))
