@@ -4,7 +4,7 @@
   machines with no GPU — so a syntax or type error cannot hide until someone has a GPU —
   for the GPU architectures CuPy compiles for (a toolkit's default target may lack
   double-precision ``atomicAdd``), and (slow) each source alone, as CuPy's NVRTC does.
-* The sources' indexing and the launch configuration are checked as text and through a
+* The sources' indexing and every launch are checked as text and through a
   stand-in ``cupy`` module that records launches (issue 19's defects 1–3).
 * On a machine with CuPy and a GPU, the GPU kernels are held to the CPU ones and whole
   convolutions to the NumPy path; elsewhere those tests skip, saying why.
@@ -197,3 +197,59 @@ def test_conv2d_on_gpu_matches_cpu(groups, out_channels, kernel, stride, padding
     y_gpu.backward(cupy.asarray(gy))
     for a, b_ in zip(cpu, gpu):
         np.testing.assert_allclose(cupy.asnumpy(b_.grad), a.grad, rtol=1e-10, atol=1e-10)
+
+
+def _parameters(source, name):
+    """The parameter types of ``__global__ void name(...)``: 'T*', 'int*' or 'int'."""
+    match = re.search(rf'__global__ void {name}\((.*?)\)\s*{{', source, re.S)
+    kinds = []
+    for parameter in match.group(1).split(","):
+        element = "T" if re.search(r"\bT\b", parameter) else "int"
+        kinds.append(element + "*" if "*" in parameter else element)
+    return kinds
+
+
+def _matches(kind, argument, dtype):
+    if kind == "T*":
+        return isinstance(argument, np.ndarray) and argument.dtype == dtype
+    if kind == "int*":
+        return isinstance(argument, np.ndarray) and argument.dtype == np.int32
+    return kind == "int" and isinstance(argument, np.int32)
+
+
+def _cuda_calls(dtype):
+    """One call of every CUDA version with small arrays (their launches are recorded)."""
+    def a(*shape):
+        return np.zeros(shape, dtype)
+    from minicnn.kernels import im2col as im2col_kernels, pool
+    g = ConvGeometry((2, 5, 6, 4), (3, 3), (2, 1), (1, 1), (1, 2), groups=2, out_channels=4)
+    d = ConvGeometry((2, 5, 6, 4), (3, 3), (1, 1), (1, 1), (1, 1), groups=4)
+    argmax = np.zeros((2, 3, 3, 4), np.int32)
+    return [
+        lambda: im2col_kernels.im2col_cuda(a(2, 5, 6, 4), g),
+        lambda: im2col_kernels.col2im_cuda(a(g.G, g.M, g.K), g),
+        lambda: depthwise.forward_cuda(a(2, 5, 6, 4), a(3, 3, 4), d, 1),
+        lambda: depthwise.backward_input_cuda(a(2, 5, 6, 4), a(3, 3, 4), d, 1),
+        lambda: depthwise.backward_weight_cuda(a(2, 5, 6, 4), a(2, 5, 6, 4), d, 1),
+        lambda: pool.max_pool_forward_cuda(a(2, 5, 6, 4), (3, 3), (2, 2), (1, 1), (1, 1), (3, 3)),
+        lambda: pool.max_pool_backward_cuda(a(2, 3, 3, 4), argmax, (5, 6)),
+        lambda: pool.avg_pool_forward_cuda(a(2, 5, 6, 4), (3, 3), (2, 2), (1, 1), (3, 3), True),
+        lambda: pool.avg_pool_backward_cuda(a(2, 3, 3, 4), (3, 3), (2, 2), (1, 1), (5, 6), False),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float", "double"])
+def test_every_launch_passes_what_its_kernel_declares(launches, dtype):
+    """Each CUDA version's launch, argument by argument, against the parameter list of the
+    ``__global__`` function it launches: arrays of the element type T where it reads T*,
+    int32 arrays for int*, np.int32 for int (a Python int or an int64 would be read as the
+    wrong bytes)."""
+    for call in _cuda_calls(np.dtype(dtype)):
+        call()
+    assert {name for name, *_ in launches} == set(SOURCES)
+    for name, grid, block, arguments in launches:
+        kinds = _parameters(SOURCES[name], name)
+        assert len(arguments) == len(kinds), name
+        for index, (kind, argument) in enumerate(zip(kinds, arguments)):
+            assert _matches(kind, argument, dtype), f"{name}: argument {index} is not {kind}"
+        assert grid[0] >= 1 and block[0] >= 1
