@@ -134,6 +134,13 @@ def test_reference_mode_equals_fast_mode_for_the_whole_network(family):
     for got, expected in zip(reference_outputs, fast_outputs):
         _assert_close(got, expected, f"{name}: output")
     assert reference_grads.keys() == fast_grads.keys()
+    # (Auxiliary classifiers, GoogLeNet's and Inception-v3's, sit out evaluation mode: no
+    # gradient in either mode.)
+    compared = 0
     for parameter, expected in fast_grads.items():
-        assert expected is not None, f"{name}: {parameter} has no gradient"
-        _assert_close(reference_grads[parameter], expected, f"{name}: gradient of {parameter}")
+        got = reference_grads[parameter]
+        assert (got is None) == (expected is None), f"{name}: {parameter}"
+        if expected is not None:
+            _assert_close(got, expected, f"{name}: gradient of {parameter}")
+            compared += 1
+    assert compared >= 0.8 * len(fast_grads), f"{name}: {compared} of {len(fast_grads)}"
