@@ -76,6 +76,7 @@ class Im2colGemm:
         cols = im2col(x, g)                                   # (G, M, K)
         wmat = weight_matrix(w, g)                            # (G, K, CO/G)
         y = grouped_matmul(cols, wmat)                        # (M, CO)
+        # small column matrices are kept, large ones rebuilt (see KEEP_COLUMNS_BYTES)
         ctx.save_for_backward(x, cols if cols.nbytes <= KEEP_COLUMNS_BYTES else None, wmat)
         return y.reshape(g.N, g.OH, g.OW, g.CO)
 
