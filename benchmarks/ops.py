@@ -12,7 +12,10 @@ rate, and im2col < 30 % of the forward time.
 Stride-1 3×3 convolutions with ≥ 32 channels take the Winograd path (kernels/winograd.py),
 which does a quarter of the multiplications: their "GF/s" counts the direct method's
 flops, so fwd/GEMM above 100 % is the algorithm's saving, and "im2col %" (the cost of an
-im2col the path no longer runs) does not apply to them.
+im2col the path no longer runs) does not apply to them. The "path" column names the
+algorithm ``choose_algorithm`` (minicnn/functional/conv.py) picked; to time another one on
+the same rows, force it where it applies: ``MINICNN_CONV_ALGORITHM=im2col python
+benchmarks/ops.py``.
 """
 import argparse
 import json

@@ -7,9 +7,10 @@ from scipy.signal import correlate
 
 from minicnn import Tensor, functional as F, gradcheck, nn
 from minicnn.functional import conv as conv_module
+from minicnn.functional.geometry import window_settings
 from minicnn.kernels import channels_last, depthwise, output_size
-from minicnn.kernels.im2col import (SHORT_RUN, ConvGeometry, col2im_cpu, col2im_reference,
-                                    im2col_cpu, im2col_reference)
+from minicnn.kernels.im2col import (SHORT_RUN, ConvGeometry, col2im_numba, col2im_reference,
+                                    im2col_numba, im2col_reference)
 
 
 def conv2d_loops(x, w, b, stride, padding, dilation, groups):
@@ -158,14 +159,14 @@ def test_convolution_in_sample_blocks_equals_whole_batch(monkeypatch, stride, pa
 
 @settings(deadline=None)
 @given(conv_settings())
-def test_im2col_cpu_equals_reference(case):
+def test_im2col_numba_equals_reference(case):
     x, w, _ = _arrays(case, np.float32)
     x_nhwc = channels_last(x)
     g = ConvGeometry(x_nhwc.shape, w.shape[2:], case["stride"], case["padding"],
                      case["dilation"], case["groups"])
-    np.testing.assert_array_equal(im2col_cpu(x_nhwc, g), im2col_reference(x_nhwc, g))
+    np.testing.assert_array_equal(im2col_numba(x_nhwc, g), im2col_reference(x_nhwc, g))
     cols = np.random.default_rng(case["seed"]).standard_normal((g.G, g.M, g.K))
-    np.testing.assert_allclose(col2im_cpu(cols, g), col2im_reference(cols, g), rtol=1e-12,
+    np.testing.assert_allclose(col2im_numba(cols, g), col2im_reference(cols, g), rtol=1e-12,
                                atol=1e-12)
 
 
@@ -180,7 +181,7 @@ def test_both_im2col_layouts_equal_reference(channels, groups, geometry):
     kernel, stride, padding, dilation = geometry
     x = np.random.default_rng(channels).standard_normal((3, 11, 10, channels)).astype(np.float32)
     g = ConvGeometry(x.shape, kernel, stride, padding, dilation, groups)
-    cols = im2col_cpu(x, g)
+    cols = im2col_numba(x, g)
     k_major = g.KW * g.C < SHORT_RUN
     assert cols.shape == (g.G, g.M, g.K)
     assert (cols.strides[1] < cols.strides[2]) == k_major       # which kernel ran
@@ -193,7 +194,7 @@ def test_col2im_is_the_adjoint_of_im2col():
     x = rng.standard_normal((2, 7, 6, 4))
     g = ConvGeometry(x.shape, (3, 2), (2, 1), (1, 1), (1, 2), groups=2)
     c = rng.standard_normal((g.G, g.M, g.K))
-    assert np.isclose((im2col_cpu(x, g) * c).sum(), (x * col2im_cpu(c, g)).sum())
+    assert np.isclose((im2col_numba(x, g) * c).sum(), (x * col2im_numba(c, g)).sum())
 
 
 @settings(deadline=None)
@@ -209,11 +210,11 @@ def test_depthwise_cpu_equals_reference(n, channels, mult, kernel, stride, paddi
                      groups=channels)
     gy = rng.standard_normal((n, g.OH, g.OW, channels * mult))
     close = dict(rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(depthwise.forward_cpu(x, w, g, mult),
+    np.testing.assert_allclose(depthwise.forward_numba(x, w, g, mult),
                                depthwise.forward_reference(x, w, g, mult), **close)
-    np.testing.assert_allclose(depthwise.backward_input_cpu(gy, w, g, mult),
+    np.testing.assert_allclose(depthwise.backward_input_numba(gy, w, g, mult),
                                depthwise.backward_input_reference(gy, w, g, mult), **close)
-    np.testing.assert_allclose(depthwise.backward_weight_cpu(gy, x, g, mult),
+    np.testing.assert_allclose(depthwise.backward_weight_numba(gy, x, g, mult),
                                depthwise.backward_weight_reference(gy, x, g, mult), **close)
 
 
@@ -236,7 +237,7 @@ def test_output_size(size, kernel, stride, padding, dilation, ceil, expected):
     ((2, 3, 8, 8), (4, 2, 3, 3), {}, "expects 2 input channels"),
     ((2, 3, 8, 8), (4, 1, 3, 3), {"groups": 2}, "divisible by groups"),
     ((2, 3, 4, 4), (4, 3, 7, 7), {}, "larger than the padded input"),
-    ((2, 3, 4, 4), (4, 3, 3, 3), {"dilation": 3}, "dilated 7×7"),
+    ((2, 3, 4, 4), (4, 3, 3, 3), {"dilation": 3}, "the 7×7 window"),
 ])
 def test_shape_errors_name_expected_and_actual(x_shape, w_shape, kwargs, message):
     x, w = Tensor(np.zeros(x_shape, np.float32)), Tensor(np.zeros(w_shape, np.float32))
@@ -262,3 +263,112 @@ def test_layer_rejects_groups_that_do_not_divide():
 def test_layer_repr_shows_settings():
     assert repr(nn.Conv2d(3, 8, (1, 7), padding=(0, 3), groups=1, bias=False)) == \
         "Conv2d(3, 8, kernel_size=(1, 7), stride=(1, 1), padding=(0, 3), bias=False)"
+
+
+# ----------------------------------------------------------------------------- algorithms
+
+# One set of convolutions for every algorithm: each runs those it can compute, against the
+# definition and against finite differences. (x shape, w shape, stride, padding, dilation,
+# groups)
+ALGORITHM_CASES = {
+    "3x3 same":             ((2, 3, 6, 5), (4, 3, 3, 3), 1, 1, 1, 1),
+    "3x3 valid, uneven":    ((3, 2, 7, 5), (3, 2, 3, 3), 1, 0, 1, 1),
+    "1x1":                  ((2, 4, 5, 5), (3, 4, 1, 1), 1, 0, 1, 1),
+    "1x1 stride 2":         ((2, 4, 5, 6), (3, 4, 1, 1), 2, 0, 1, 1),
+    "5x5 padded":           ((2, 2, 6, 6), (3, 2, 5, 5), 1, 2, 1, 1),
+    "rectangular grouped":  ((2, 4, 7, 6), (6, 2, 3, 2), (2, 1), (1, 0), (1, 2), 2),
+    "depthwise x2 stride":  ((2, 3, 7, 7), (6, 1, 3, 3), 2, 1, 1, 3),
+    "depthwise dilated":    ((1, 4, 7, 6), (4, 1, 3, 3), 1, 2, 2, 4),
+    "one channel":          ((2, 1, 6, 6), (2, 1, 3, 3), 1, 1, 1, 1),
+}
+
+
+def _case_geometry(case):
+    x_shape, w_shape, stride, padding, dilation, groups = ALGORITHM_CASES[case]
+    _, stride, padding, dilation = window_settings("test", w_shape[2:], stride, padding,
+                                                   dilation)
+    return ConvGeometry((x_shape[0],) + x_shape[2:] + (x_shape[1],), w_shape[2:], stride,
+                        padding, dilation, groups, w_shape[0])
+
+
+#: (algorithm, case) for every case the algorithm can compute: 23 runs
+ALGORITHM_RUNS = [(name, case) for name, algorithm in sorted(conv_module.ALGORITHMS.items())
+                  for case in ALGORITHM_CASES
+                  if algorithm.applies(_case_geometry(case), "cpu")]
+
+
+def _algorithm_run(case):
+    x_shape, w_shape, stride, padding, dilation, groups = ALGORITHM_CASES[case]
+    rng = np.random.default_rng(len(case))
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    b = rng.standard_normal(w_shape[0])
+    return x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def test_every_algorithm_has_cases():
+    assert {name for name, _ in ALGORITHM_RUNS} == set(conv_module.ALGORITHMS)
+
+
+@pytest.mark.parametrize("algorithm, case", ALGORITHM_RUNS)
+def test_every_algorithm_equals_the_definition(algorithm, case):
+    x, w, b, options = _algorithm_run(case)
+    y = F.conv2d(Tensor(x), Tensor(w, requires_grad=True), Tensor(b),
+                 conv_algorithm=algorithm, **options)
+    assert y.creator.path == algorithm
+    _, stride, padding, dilation = window_settings("test", w.shape[2:], options["stride"],
+                                                   options["padding"], options["dilation"])
+    expected = conv2d_loops(x, w, b, stride, padding, dilation, options["groups"])
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("algorithm, case", ALGORITHM_RUNS)
+def test_every_algorithm_passes_gradcheck(algorithm, case):
+    x, w, b, options = _algorithm_run(case)
+    inputs = [Tensor(a, requires_grad=True) for a in (x, w, b)]
+    assert gradcheck(lambda x, w, b: F.conv2d(x, w, b, conv_algorithm=algorithm, **options),
+                     inputs)
+
+
+def test_an_algorithm_that_cannot_compute_the_convolution_is_refused():
+    x, w = Tensor(np.zeros((1, 4, 6, 6))), Tensor(np.zeros((4, 4, 1, 1)))
+    with pytest.raises(ValueError, match=r"conv_algorithm='winograd' cannot compute .*1×1"):
+        F.conv2d(x, w, conv_algorithm="winograd")
+    with pytest.raises(ValueError, match=r"conv_algorithm must be one of blocked, depthwise, "
+                                         r"im2col, pointwise, winograd or None, got 'fft'"):
+        nn.Conv2d(4, 4, 1, conv_algorithm="fft")
+
+
+def test_a_forced_algorithm_runs_where_it_applies_and_the_chooser_elsewhere():
+    x = Tensor(np.zeros((2, 64, 8, 8), np.float32), requires_grad=True)
+    three, one = (Tensor(np.zeros((64, 64, k, k), np.float32)) for k in (3, 1))
+    assert F.conv2d(x, three, padding=1).creator.path == "winograd"
+    with conv_module.force_conv_algorithm("im2col"):
+        assert F.conv2d(x, three, padding=1).creator.path == "im2col"
+    with conv_module.force_conv_algorithm("winograd"):
+        assert F.conv2d(x, one).creator.path == "pointwise"           # cannot: chooser's
+    layer = nn.Conv2d(64, 64, 3, padding=1, conv_algorithm="blocked")
+    assert layer(x).creator.path == "blocked"
+    assert "conv_algorithm='blocked'" in repr(layer)
+
+
+def test_reference_kernel_mode_computes_with_the_textbook_algorithm():
+    from minicnn.kernels.registry import kernel_mode
+    x = Tensor(np.random.default_rng(0).standard_normal((2, 64, 8, 8)), requires_grad=True)
+    w = Tensor(np.random.default_rng(1).standard_normal((64, 64, 3, 3)))
+    fast = F.conv2d(x, w, padding=1)
+    with kernel_mode("reference"):
+        reference = F.conv2d(x, w, padding=1)
+    assert (fast.creator.path, reference.creator.path) == ("winograd", "im2col")
+    np.testing.assert_allclose(reference.numpy(), fast.numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_environment_variable_forces_an_algorithm_for_the_whole_run():
+    import subprocess
+    import sys
+    program = ("import numpy as np; from minicnn import Tensor, functional as F; "
+               "x = Tensor(np.zeros((1, 64, 8, 8)), requires_grad=True); w = Tensor(np.zeros((64, 64, 3, 3))); "
+               "print(F.conv2d(x, w, padding=1).creator.path)")
+    env = dict(__import__("os").environ, MINICNN_CONV_ALGORITHM="im2col")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.stdout.strip() == "im2col", result.stderr

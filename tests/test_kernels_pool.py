@@ -39,11 +39,11 @@ def pool_problems(draw, dilated=True):
 
 @settings(deadline=None)
 @given(pool_problems(), st.sampled_from([np.float32, np.float64]))
-def test_max_pool_forward_cpu_equals_reference(p, dtype):
+def test_max_pool_forward_numba_equals_reference(p, dtype):
     x = p["x"].astype(dtype)
     args = (p["kernel"], p["stride"], p["padding"], p["dilation"], p["out"])
     y_ref, arg_ref = kernels.max_pool_forward_reference(x, *args)
-    y_cpu, arg_cpu = kernels.max_pool_forward_cpu(x, *args)
+    y_cpu, arg_cpu = kernels.max_pool_forward_numba(x, *args)
     assert y_cpu.dtype == dtype and arg_cpu.dtype == np.int32
     np.testing.assert_array_equal(y_cpu, y_ref)
     np.testing.assert_array_equal(arg_cpu, arg_ref)
@@ -51,22 +51,22 @@ def test_max_pool_forward_cpu_equals_reference(p, dtype):
 
 @settings(deadline=None)
 @given(pool_problems())
-def test_max_pool_backward_cpu_equals_reference(p):
+def test_max_pool_backward_numba_equals_reference(p):
     args = (p["kernel"], p["stride"], p["padding"], p["dilation"], p["out"])
     y, argmax = kernels.max_pool_forward_reference(p["x"], *args)
     gy = p["rng"].standard_normal(y.shape)
     in_size = p["x"].shape[1:3]
-    np.testing.assert_allclose(kernels.max_pool_backward_cpu(gy, argmax, in_size),
+    np.testing.assert_allclose(kernels.max_pool_backward_numba(gy, argmax, in_size),
                                kernels.max_pool_backward_reference(gy, argmax, in_size),
                                rtol=1e-12, atol=1e-12)
 
 
 @settings(deadline=None)
 @given(pool_problems(dilated=False), st.sampled_from([np.float32, np.float64]))
-def test_avg_pool_forward_cpu_equals_reference(p, dtype):
+def test_avg_pool_forward_numba_equals_reference(p, dtype):
     x = p["x"].astype(dtype)
     args = (p["kernel"], p["stride"], p["padding"], p["out"], p["include_pad"])
-    y_cpu = kernels.avg_pool_forward_cpu(x, *args)
+    y_cpu = kernels.avg_pool_forward_numba(x, *args)
     assert y_cpu.dtype == dtype
     tolerance = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(y_cpu, kernels.avg_pool_forward_reference(x, *args),
@@ -75,10 +75,10 @@ def test_avg_pool_forward_cpu_equals_reference(p, dtype):
 
 @settings(deadline=None)
 @given(pool_problems(dilated=False))
-def test_avg_pool_backward_cpu_equals_reference(p):
+def test_avg_pool_backward_numba_equals_reference(p):
     gy = p["rng"].standard_normal((p["x"].shape[0],) + p["out"] + (p["x"].shape[3],))
     args = (p["kernel"], p["stride"], p["padding"], p["x"].shape[1:3], p["include_pad"])
-    np.testing.assert_allclose(kernels.avg_pool_backward_cpu(gy, *args),
+    np.testing.assert_allclose(kernels.avg_pool_backward_numba(gy, *args),
                                kernels.avg_pool_backward_reference(gy, *args),
                                rtol=1e-12, atol=1e-12)
 
@@ -91,9 +91,9 @@ def test_avg_pool_backward_is_the_adjoint_of_the_forward():
     kernel, stride, padding = (3, 2), (2, 3), (1, 1)
     out = (output_size(7, 3, 2, 1, 1, True), output_size(8, 2, 3, 1, 1, True))
     for include_pad in (True, False):
-        y = kernels.avg_pool_forward_cpu(x, kernel, stride, padding, out, include_pad)
+        y = kernels.avg_pool_forward_numba(x, kernel, stride, padding, out, include_pad)
         gy = rng.standard_normal(y.shape)
-        gx = kernels.avg_pool_backward_cpu(gy, kernel, stride, padding, (7, 8), include_pad)
+        gx = kernels.avg_pool_backward_numba(gy, kernel, stride, padding, (7, 8), include_pad)
         assert np.isclose((y * gy).sum(), (x * gx).sum(), rtol=1e-12)
 
 
@@ -102,10 +102,10 @@ def test_window_of_padding_only_gives_minus_infinity_and_no_gradient():
     columns −1 and 4, both padding. PyTorch gives −inf there; so do all versions."""
     x = np.arange(8.0).reshape(1, 2, 4, 1)
     args = ((1, 2), (1, 1), (0, 1), (1, 5), (2, 1))
-    for forward in (kernels.max_pool_forward_reference, kernels.max_pool_forward_cpu):
+    for forward in (kernels.max_pool_forward_reference, kernels.max_pool_forward_numba):
         y, argmax = forward(x, *args)
         assert np.all(y == -np.inf) and np.all(argmax == -1)
-        gx = kernels.max_pool_backward_cpu(np.ones_like(y), argmax, (2, 4))
+        gx = kernels.max_pool_backward_numba(np.ones_like(y), argmax, (2, 4))
         assert not gx.any()
 
 
@@ -186,31 +186,31 @@ class TestGpuKernelsEqualCpu:
         x = (rng.permutation(np.prod(shape)).reshape(shape) * 0.01).astype(dtype)
         out = tuple(output_size(s, k, st_, p, d, ceil_mode) for s, k, st_, p, d
                     in zip(shape[1:3], kernel, stride, padding, dilation))
-        y_cpu, arg_cpu = kernels.max_pool_forward_cpu(x, kernel, stride, padding, dilation,
+        y_cpu, arg_cpu = kernels.max_pool_forward_numba(x, kernel, stride, padding, dilation,
                                                       out)
-        y_gpu, arg_gpu = kernels.max_pool_forward_gpu(cupy.asarray(x), kernel, stride,
+        y_gpu, arg_gpu = kernels.max_pool_forward_cuda(cupy.asarray(x), kernel, stride,
                                                       padding, dilation, out)
         np.testing.assert_array_equal(cupy.asnumpy(y_gpu), y_cpu)
         np.testing.assert_array_equal(cupy.asnumpy(arg_gpu), arg_cpu)
         gy = rng.standard_normal(y_cpu.shape).astype(dtype)
         tolerance = 1e-5 if dtype == np.float32 else 1e-12
         np.testing.assert_allclose(
-            cupy.asnumpy(kernels.max_pool_backward_gpu(cupy.asarray(gy), arg_gpu,
+            cupy.asnumpy(kernels.max_pool_backward_cuda(cupy.asarray(gy), arg_gpu,
                                                        shape[1:3])),
-            kernels.max_pool_backward_cpu(gy, arg_cpu, shape[1:3]), rtol=tolerance,
+            kernels.max_pool_backward_numba(gy, arg_cpu, shape[1:3]), rtol=tolerance,
             atol=tolerance)
 
         out = tuple(output_size(s, k, st_, p, 1, ceil_mode) for s, k, st_, p
                     in zip(shape[1:3], kernel, stride, padding))
-        y_cpu = kernels.avg_pool_forward_cpu(x, kernel, stride, padding, out, include_pad)
-        y_gpu = kernels.avg_pool_forward_gpu(cupy.asarray(x), kernel, stride, padding, out,
+        y_cpu = kernels.avg_pool_forward_numba(x, kernel, stride, padding, out, include_pad)
+        y_gpu = kernels.avg_pool_forward_cuda(cupy.asarray(x), kernel, stride, padding, out,
                                              include_pad)
         np.testing.assert_allclose(cupy.asnumpy(y_gpu), y_cpu, rtol=tolerance,
                                    atol=tolerance)
         gy = rng.standard_normal(y_cpu.shape).astype(dtype)
-        gx_cpu = kernels.avg_pool_backward_cpu(gy, kernel, stride, padding, shape[1:3],
+        gx_cpu = kernels.avg_pool_backward_numba(gy, kernel, stride, padding, shape[1:3],
                                                include_pad)
-        gx_gpu = kernels.avg_pool_backward_gpu(cupy.asarray(gy), kernel, stride, padding,
+        gx_gpu = kernels.avg_pool_backward_cuda(cupy.asarray(gy), kernel, stride, padding,
                                                shape[1:3], include_pad)
         np.testing.assert_allclose(cupy.asnumpy(gx_gpu), gx_cpu, rtol=tolerance,
                                    atol=tolerance)
@@ -236,7 +236,7 @@ def test_nan_propagates_through_max_pooling_like_pytorch():
     x[0, 1, 1, 0] = x[0, 1, 2, 0] = np.nan          # two NaNs in one window
     args = ((3, 3), (2, 2), (1, 1), (1, 1), (3, 3))
     y_ref, arg_ref = kernels.max_pool_forward_reference(x, *args)
-    y_cpu, arg_cpu = kernels.max_pool_forward_cpu(x, *args)
+    y_cpu, arg_cpu = kernels.max_pool_forward_numba(x, *args)
     np.testing.assert_array_equal(y_cpu, y_ref)      # NaN == NaN for assert_array_equal
     np.testing.assert_array_equal(arg_cpu, arg_ref)
     assert np.isnan(y_cpu[0, 0, 0, 0]) and arg_cpu[0, 0, 0, 0] == 1 * 6 + 1

@@ -56,10 +56,10 @@ def test_cpu_transforms_equal_reference(case):
     tiles = rng.standard_normal((t.alpha ** 2, t.T, t.C))
     products = rng.standard_normal((t.alpha ** 2, t.T, CO))
     gy = rng.standard_normal((t.N, t.OH, t.OW, CO))
-    pairs = [(winograd.input_transform_cpu, winograd.input_transform_reference, x),
-             (winograd.input_transform_adjoint_cpu, winograd.input_transform_adjoint_reference, tiles),
-             (winograd.output_transform_cpu, winograd.output_transform_reference, products),
-             (winograd.output_transform_adjoint_cpu, winograd.output_transform_adjoint_reference, gy)]
+    pairs = [(winograd.input_transform_numba, winograd.input_transform_reference, x),
+             (winograd.input_transform_adjoint_numba, winograd.input_transform_adjoint_reference, tiles),
+             (winograd.output_transform_numba, winograd.output_transform_reference, products),
+             (winograd.output_transform_adjoint_numba, winograd.output_transform_adjoint_reference, gy)]
     for cpu, reference, argument in pairs:
         np.testing.assert_allclose(cpu(argument, t), reference(argument, t), rtol=1e-12, atol=1e-12,
                                    err_msg=cpu.__name__)
@@ -75,8 +75,8 @@ def test_each_transform_is_the_adjoint_of_its_partner(case):
     x, V = rng.standard_normal((t.N, t.H, t.W, t.C)), rng.standard_normal((t.alpha ** 2, t.T, t.C))
     M, gy = rng.standard_normal((t.alpha ** 2, t.T, CO)), rng.standard_normal((t.N, t.OH, t.OW, CO))
     w, U = rng.standard_normal((CO, t.C, 3, 3)), rng.standard_normal((t.alpha ** 2, CO, t.C))
-    checks = [(winograd.input_transform_cpu(x, t), V, x, winograd.input_transform_adjoint_cpu(V, t)),
-              (winograd.output_transform_cpu(M, t), gy, M, winograd.output_transform_adjoint_cpu(gy, t)),
+    checks = [(winograd.input_transform_numba(x, t), V, x, winograd.input_transform_adjoint_numba(V, t)),
+              (winograd.output_transform_numba(M, t), gy, M, winograd.output_transform_adjoint_numba(gy, t)),
               (winograd.filter_transform(w, t), U, w, winograd.filter_transform_adjoint(U, t))]
     for forward, probe, argument, adjoint in checks:
         assert np.vdot(forward, probe) == pytest.approx(np.vdot(argument, adjoint), rel=1e-10, abs=1e-10)

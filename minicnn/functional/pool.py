@@ -11,30 +11,18 @@ the kernel size, ``ceil_mode=False``, ``count_include_pad=True``, padding at mos
 kernel, and in ``ceil_mode`` a last window that would start inside the right/bottom padding
 is dropped (``minicnn.kernels.output_size``).
 """
-import numbers
-
 import numpy as np
 
 from minicnn.backend import get_array_module
+from minicnn.functional.geometry import check_window_fits, is_int, window_settings
 from minicnn.kernels import channels_first_view, channels_last, output_size
 from minicnn.kernels import pool as kernels
 from minicnn.tensor import Function
 
 
 # ============================================================================ argument checks
-
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _pair(value, what, name):
-    """An int or an (h, w) pair of ints -> an (h, w) tuple of Python ints."""
-    if _is_int(value):
-        return (int(value), int(value))
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_is_int, value)):
-        return (int(value[0]), int(value[1]))
-    raise TypeError(f"{name}: {what} must be an int or an (h, w) pair of ints, got {value!r}")
-
+# The window's settings are parsed and checked by minicnn/functional/geometry.py, which
+# the convolution shares; what is particular to pooling is checked here.
 
 def _check_input(name, x):
     if x.ndim != 4:
@@ -43,15 +31,10 @@ def _check_input(name, x):
         raise TypeError(f"{name}: expected a float32 or float64 input, got dtype {x.dtype}")
 
 
-def _window_settings(name, kernel_size, stride, padding, dilation):
+def pool_window_settings(name, kernel_size, stride, padding, dilation):
     """Parse and check the window's geometry (before any input is seen)."""
-    kernel = _pair(kernel_size, "kernel_size", name)
-    stride = kernel if stride is None else _pair(stride, "stride", name)
-    padding, dilation = _pair(padding, "padding", name), _pair(dilation, "dilation", name)
-    if min(kernel) < 1 or min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
-        raise ValueError(f"{name}: kernel_size, stride and dilation must be positive and "
-                         f"padding non-negative, got kernel_size={kernel}, stride={stride}, "
-                         f"padding={padding}, dilation={dilation}")
+    kernel, stride, padding, dilation = window_settings(name, kernel_size, stride, padding,
+                                                        dilation)
     if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
         raise ValueError(f"{name}: padding {padding} must be at most half the kernel size "
                          f"{kernel} (PyTorch's rule: more padding would make windows of "
@@ -61,15 +44,9 @@ def _window_settings(name, kernel_size, stride, padding, dilation):
 
 def _output_hw(name, x, kernel, stride, padding, dilation, ceil_mode):
     """(OH, OW), or a ValueError when the window does not fit in the padded input."""
-    H, W = x.shape[2], x.shape[3]
-    span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
-    if span[0] > H + 2 * padding[0] or span[1] > W + 2 * padding[1]:
-        raise ValueError(f"{name}: the {span[0]}×{span[1]} window (kernel {kernel}, dilation "
-                         f"{dilation}) is larger than the padded input "
-                         f"{H + 2 * padding[0]}×{W + 2 * padding[1]} (input shape {x.shape}, "
-                         f"padding {padding})")
+    check_window_fits(name, x.shape, kernel, padding, dilation)
     return tuple(output_size(size, k, s, p, d, ceil_mode)
-                 for size, k, s, p, d in zip((H, W), kernel, stride, padding, dilation))
+                 for size, k, s, p, d in zip(x.shape[2:], kernel, stride, padding, dilation))
 
 
 # ============================================================================ max and average
@@ -84,7 +61,7 @@ class MaxPool2d(Function):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         self.name = (f"MaxPool2d(kernel_size={kernel_size}, stride={stride}, "
                      f"padding={padding}, dilation={dilation}, ceil_mode={ceil_mode})")
-        self.kernel, self.stride, self.padding, self.dilation = _window_settings(
+        self.kernel, self.stride, self.padding, self.dilation = pool_window_settings(
             self.name, kernel_size, stride, padding, dilation)
         self.ceil_mode = bool(ceil_mode)
 
@@ -94,13 +71,12 @@ class MaxPool2d(Function):
                             self.dilation, self.ceil_mode)
         y, argmax = kernels.max_pool_forward(channels_last(x), self.kernel, self.stride,
                                              self.padding, self.dilation, out_hw)
-        if any(self.needs_input_grad):
-            self.argmax, self.in_hw = argmax, x.shape[2:]
+        self.save_for_backward(argmax, x.shape[2:])
         return channels_first_view(y)
 
     def backward(self, gy):
-        gx = kernels.max_pool_backward(channels_last(gy), self.argmax, self.in_hw)
-        return channels_first_view(gx)
+        argmax, in_hw = self.saved
+        return channels_first_view(kernels.max_pool_backward(channels_last(gy), argmax, in_hw))
 
 
 class AvgPool2d(Function):
@@ -116,7 +92,7 @@ class AvgPool2d(Function):
                  count_include_pad=True):
         self.name = (f"AvgPool2d(kernel_size={kernel_size}, stride={stride}, padding={padding}"
                      f", ceil_mode={ceil_mode}, count_include_pad={count_include_pad})")
-        self.kernel, self.stride, self.padding, _ = _window_settings(
+        self.kernel, self.stride, self.padding, _ = pool_window_settings(
             self.name, kernel_size, stride, padding, 1)
         self.ceil_mode, self.count_include_pad = bool(ceil_mode), bool(count_include_pad)
 
@@ -124,14 +100,15 @@ class AvgPool2d(Function):
         _check_input(self.name, x)
         out_hw = _output_hw(self.name, x, self.kernel, self.stride, self.padding, (1, 1),
                             self.ceil_mode)
-        self.in_hw = x.shape[2:]
         y = kernels.avg_pool_forward(channels_last(x), self.kernel, self.stride, self.padding,
                                      out_hw, self.count_include_pad)
+        self.save_for_backward(x.shape[2:])
         return channels_first_view(y)
 
     def backward(self, gy):
+        in_hw, = self.saved
         gx = kernels.avg_pool_backward(channels_last(gy), self.kernel, self.stride,
-                                       self.padding, self.in_hw, self.count_include_pad)
+                                       self.padding, in_hw, self.count_include_pad)
         return channels_first_view(gx)
 
 
@@ -151,10 +128,10 @@ def adaptive_bins(size, out):
 
 def _adaptive_settings(name, output_size, x):
     _check_input(name, x)
-    if _is_int(output_size):
+    if is_int(output_size):
         output_size = (output_size, output_size)
     if not (isinstance(output_size, (tuple, list)) and len(output_size) == 2
-            and all(v is None or (_is_int(v) and v >= 1) for v in output_size)):
+            and all(v is None or (is_int(v) and v >= 1) for v in output_size)):
         raise ValueError(f"{name}: output_size must be a positive int or an (h, w) pair of "
                          f"positive ints (None keeps that input size), got {output_size!r}")
     return tuple(size if o is None else int(o) for o, size in zip(output_size, x.shape[2:]))
@@ -175,34 +152,35 @@ class AdaptiveAvgPool2d(Function):
 
     def forward(self, x):
         name = f"AdaptiveAvgPool2d(output_size={self.output_size})"
-        self.out_hw = _adaptive_settings(name, self.output_size, x)
-        self.in_hw = tuple(x.shape[2:])
-        self.even = _evenly_divides(self.in_hw, self.out_hw)
+        out_hw = _adaptive_settings(name, self.output_size, x)
+        in_hw = tuple(x.shape[2:])
+        # evenly dividing sizes: plain windows, the average-pool kernel's (None otherwise)
+        window = (tuple(s // o for s, o in zip(in_hw, out_hw))
+                  if _evenly_divides(in_hw, out_hw) else None)
+        self.save_for_backward(in_hw, out_hw, window)
         x = channels_last(x)
-        if self.even:
-            self.window = tuple(s // o for s, o in zip(self.in_hw, self.out_hw))
-            y = kernels.avg_pool_forward(x, self.window, self.window, (0, 0), self.out_hw,
-                                         True)
+        if window is not None:
+            y = kernels.avg_pool_forward(x, window, window, (0, 0), out_hw, True)
             return channels_first_view(y)
         xp = get_array_module(x)
         N, C = x.shape[0], x.shape[3]
-        y = xp.empty((N,) + self.out_hw + (C,), x.dtype)
-        for i, (top, bottom) in enumerate(adaptive_bins(self.in_hw[0], self.out_hw[0])):
-            for j, (left, right) in enumerate(adaptive_bins(self.in_hw[1], self.out_hw[1])):
+        y = xp.empty((N,) + out_hw + (C,), x.dtype)
+        for i, (top, bottom) in enumerate(adaptive_bins(in_hw[0], out_hw[0])):
+            for j, (left, right) in enumerate(adaptive_bins(in_hw[1], out_hw[1])):
                 y[:, i, j, :] = x[:, top:bottom, left:right, :].mean(axis=(1, 2))
         return channels_first_view(y)
 
     def backward(self, gy):
+        in_hw, out_hw, window = self.saved
         gy = channels_last(gy)
-        if self.even:
-            gx = kernels.avg_pool_backward(gy, self.window, self.window, (0, 0), self.in_hw,
-                                           True)
+        if window is not None:
+            gx = kernels.avg_pool_backward(gy, window, window, (0, 0), in_hw, True)
             return channels_first_view(gx)
         xp = get_array_module(gy)
         N, C = gy.shape[0], gy.shape[3]
-        gx = xp.zeros((N,) + self.in_hw + (C,), gy.dtype)
-        for i, (top, bottom) in enumerate(adaptive_bins(self.in_hw[0], self.out_hw[0])):
-            for j, (left, right) in enumerate(adaptive_bins(self.in_hw[1], self.out_hw[1])):
+        gx = xp.zeros((N,) + in_hw + (C,), gy.dtype)
+        for i, (top, bottom) in enumerate(adaptive_bins(in_hw[0], out_hw[0])):
+            for j, (left, right) in enumerate(adaptive_bins(in_hw[1], out_hw[1])):
                 count = (bottom - top) * (right - left)
                 gx[:, top:bottom, left:right, :] += gy[:, i, j, None, None, :] / count
         return channels_first_view(gx)
@@ -220,29 +198,30 @@ class AdaptiveMaxPool2d(Function):
     def forward(self, x):
         name = f"AdaptiveMaxPool2d(output_size={self.output_size})"
         out_hw = _adaptive_settings(name, self.output_size, x)
-        self.in_hw = H, W = tuple(x.shape[2:])
+        in_hw = H, W = tuple(x.shape[2:])
         x = channels_last(x)
-        if _evenly_divides(self.in_hw, out_hw):
+        if _evenly_divides(in_hw, out_hw):
             window = (H // out_hw[0], W // out_hw[1])
-            y, self.argmax = kernels.max_pool_forward(x, window, window, (0, 0), (1, 1),
-                                                      out_hw)
+            y, argmax = kernels.max_pool_forward(x, window, window, (0, 0), (1, 1), out_hw)
+            self.save_for_backward(argmax, in_hw)
             return channels_first_view(y)
         xp = get_array_module(x)
         N, C = x.shape[0], x.shape[3]
         y = xp.empty((N,) + out_hw + (C,), x.dtype)
-        self.argmax = xp.empty((N,) + out_hw + (C,), xp.int32)
+        argmax = xp.empty((N,) + out_hw + (C,), xp.int32)
         for i, (top, bottom) in enumerate(adaptive_bins(H, out_hw[0])):
             for j, (left, right) in enumerate(adaptive_bins(W, out_hw[1])):
                 width = right - left
                 window = x[:, top:bottom, left:right, :].reshape(N, -1, C)
                 best = window.argmax(axis=1)                       # (N, C), index in bin
                 y[:, i, j, :] = xp.take_along_axis(window, best[:, None, :], axis=1)[:, 0]
-                self.argmax[:, i, j, :] = (top + best // width) * W + left + best % width
+                argmax[:, i, j, :] = (top + best // width) * W + left + best % width
+        self.save_for_backward(argmax, in_hw)
         return channels_first_view(y)
 
     def backward(self, gy):
-        gx = kernels.max_pool_backward(channels_last(gy), self.argmax, self.in_hw)
-        return channels_first_view(gx)
+        argmax, in_hw = self.saved
+        return channels_first_view(kernels.max_pool_backward(channels_last(gy), argmax, in_hw))
 
 
 class GlobalAvgPool2d(Function):
@@ -251,14 +230,14 @@ class GlobalAvgPool2d(Function):
 
     def forward(self, x):
         _check_input("global_avg_pool2d", x)
-        self.shape, self.dtype = x.shape, x.dtype
+        self.save_for_backward(x.shape, x.dtype)
         # NumPy reduces over H and W in memory order, so this is one pass whatever the layout
         return x.mean(axis=(2, 3), keepdims=True)
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        N, C, H, W = self.shape
-        gx = xp.empty((N, H, W, C), self.dtype)          # channels-last, like the kernels
+        (N, C, H, W), dtype = self.saved
+        gx = xp.empty((N, H, W, C), dtype)          # channels-last, like the kernels
         gx[...] = gy.reshape(N, 1, 1, C) * (1.0 / (H * W))
         return channels_first_view(gx)
 

@@ -2,13 +2,15 @@
 
 Every kernel comes in three versions with one signature:
 
-* ``reference`` — plain NumPy that reads like the formula. Slow; it is the documentation,
-  and the truth the tests hold the other two to.
-* ``cpu`` — Numba ``@njit(cache=True)``, ``parallel=True`` where it pays.
-* ``gpu`` — CuPy ``RawKernel`` (CUDA C in the same file, a string next to the others).
+* ``reference`` — plain NumPy (written with ``xp``, so CuPy arrays run it too) that reads
+  like the formula. Slow; it is the documentation, and the truth the tests hold the other
+  two to.
+* ``numba`` — Numba ``@njit(cache=True)``, ``parallel=True`` where it pays.
+* ``cuda`` — a CuPy ``RawKernel`` (CUDA C in the same file, a string next to the others).
 
-The public function of each kernel (``im2col``, ``max_pool_forward``, ...) picks ``cpu`` or
-``gpu`` by the array's module; the reference is never used in training.
+Each kernel is registered once with its versions (``registry.register_kernel``); calling
+it runs the ``numba`` version on NumPy arrays and the ``cuda`` one on CuPy arrays, or every
+``reference`` under ``MINICNN_KERNELS=reference`` / ``with kernel_mode("reference"):``.
 
 Layout: kernels take and return **channels-last** (N, H, W, C) arrays. The public layout
 of minicnn is NCHW; Functions hand kernels ``x.transpose(0, 2, 3, 1)``, which costs nothing

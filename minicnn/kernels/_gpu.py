@@ -38,8 +38,18 @@ def kernel(name, dtype):
 
 
 def launch(name, dtype, total, *args, block=256):
-    """Run kernel ``name`` with one thread per output element (``total`` of them)."""
+    """Run kernel ``name`` with one thread per output element (``total`` of them).
+
+    Every such kernel also loops with a grid stride, so it stays right for any grid."""
     if total == 0:
         return
     grid = (total + block - 1) // block
     kernel(name, dtype)((grid,), (block,), args)
+
+
+def launch_blocks(name, dtype, blocks, threads, *args):
+    """Run kernel ``name`` with one block of ``threads`` threads per output element
+    (``blocks`` of them): for reductions, where a block's threads share one sum."""
+    if blocks == 0:
+        return
+    kernel(name, dtype)((blocks,), (threads,), args)

@@ -28,12 +28,19 @@ from numba import njit, prange
 from minicnn.backend import get_array_module
 from minicnn.kernels import _gpu
 from minicnn.kernels import output_size
+from minicnn.kernels.registry import register_kernel
 
 
 class ConvGeometry:
-    """Everything about a sliding window except the numbers: sizes, stride, padding."""
+    """Everything about a sliding window except the numbers: sizes, stride, padding.
 
-    def __init__(self, input_shape, kernel_size, stride, padding, dilation, groups=1):
+    ``input_shape`` is channels-last (N, H, W, C); ``out_channels`` (CO) is known to a
+    convolution, not to the im2col kernels, which never read it.
+    """
+
+    def __init__(self, input_shape, kernel_size, stride, padding, dilation, groups=1,
+                 out_channels=None):
+        self.input_shape = tuple(input_shape)
         self.N, self.H, self.W, self.C = input_shape
         self.KH, self.KW = kernel_size
         self.SH, self.SW = stride
@@ -45,6 +52,12 @@ class ConvGeometry:
         self.Cg = self.C // groups
         self.M = self.N * self.OH * self.OW
         self.K = self.KH * self.KW * self.Cg
+        self.CO = out_channels
+
+    def with_batch(self, N):
+        """The same convolution over N samples (a sub-batch of this one)."""
+        return ConvGeometry((N, self.H, self.W, self.C), (self.KH, self.KW), (self.SH, self.SW),
+                            (self.PH, self.PW), (self.DH, self.DW), self.G, self.CO)
 
     def args(self):
         """The integers every kernel takes, in one fixed order."""
@@ -56,9 +69,9 @@ class ConvGeometry:
 
 def im2col_reference(x, geometry):
     """Plain NumPy: pad once, then copy one strided slice per kernel tap (i, j)."""
-    g = geometry
-    padded = np.pad(x, ((0, 0), (g.PH, g.PH), (g.PW, g.PW), (0, 0)))
-    cols = np.empty((g.N, g.OH, g.OW, g.KH, g.KW, g.C), dtype=x.dtype)
+    g, xp = geometry, get_array_module(x)
+    padded = xp.pad(x, ((0, 0), (g.PH, g.PH), (g.PW, g.PW), (0, 0)))
+    cols = xp.empty((g.N, g.OH, g.OW, g.KH, g.KW, g.C), dtype=x.dtype)
     for i in range(g.KH):
         for j in range(g.KW):
             top, left = i * g.DH, j * g.DW
@@ -71,10 +84,10 @@ def im2col_reference(x, geometry):
 
 def col2im_reference(cols, geometry):
     """Plain NumPy: add each kernel tap's slice back into a padded gradient, then crop."""
-    g = geometry
+    g, xp = geometry, get_array_module(cols)
     cols = cols.reshape(g.G, g.N, g.OH, g.OW, g.KH, g.KW, g.Cg).transpose(1, 2, 3, 4, 5, 0, 6)
     cols = cols.reshape(g.N, g.OH, g.OW, g.KH, g.KW, g.C)
-    padded = np.zeros((g.N, g.H + 2 * g.PH, g.W + 2 * g.PW, g.C), dtype=cols.dtype)
+    padded = xp.zeros((g.N, g.H + 2 * g.PH, g.W + 2 * g.PW, g.C), dtype=cols.dtype)
     for i in range(g.KH):
         for j in range(g.KW):
             top, left = i * g.DH, j * g.DW
@@ -86,7 +99,7 @@ def col2im_reference(cols, geometry):
 # ----------------------------------------------------------------------------- cpu (Numba)
 
 @njit(parallel=True, cache=True)
-def _im2col_cpu(x, cols, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
+def _im2col_rows_numba(x, cols, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
     """Row-major columns, cols (G, M, K): for layers with many channels."""
     N, H, W, C = x.shape
     Cg = C // G
@@ -126,7 +139,7 @@ def _im2col_cpu(x, cols, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
 
 
 @njit(parallel=True, cache=True)
-def _im2col_cpu_k_major(x, cols_t, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
+def _im2col_columns_numba(x, cols_t, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
     """Column-major columns, cols_t (G, K, M) = colsᵀ: for layers with few channels.
 
     Row k of cols_t is one (tap, channel) of the window slid over the whole batch: for a
@@ -167,7 +180,7 @@ def _im2col_cpu_k_major(x, cols_t, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
 
 
 @njit(parallel=True, cache=True)
-def _col2im_cpu(cols, gx, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
+def _col2im_numba(cols, gx, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
     N, H, W, C = gx.shape
     Cg = C // G
     for n in prange(N):                  # each thread owns whole samples of gx: no races
@@ -197,29 +210,29 @@ def _col2im_cpu(cols, gx, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
 SHORT_RUN = 16
 
 
-def im2col_cpu(x, geometry):
+def im2col_numba(x, geometry):
     """cols (G, M, K); for short runs, the transposed view of a (G, K, M) array — the GEMM
     takes either order at the same speed (BLAS reads a transposed operand in place)."""
     g = geometry
     if g.KW * g.C < SHORT_RUN:
         cols_t = np.empty((g.G, g.K, g.M), dtype=x.dtype)
-        _im2col_cpu_k_major(x, cols_t, *g.args())
+        _im2col_columns_numba(x, cols_t, *g.args())
         return cols_t.transpose(0, 2, 1)
     cols = np.empty((g.G, g.M, g.K), dtype=x.dtype)
-    _im2col_cpu(x, cols, *g.args())
+    _im2col_rows_numba(x, cols, *g.args())
     return cols
 
 
-def col2im_cpu(cols, geometry):
+def col2im_numba(cols, geometry):
     g = geometry
     gx = np.zeros((g.N, g.H, g.W, g.C), dtype=cols.dtype)
-    _col2im_cpu(cols, gx, *g.args())
+    _col2im_numba(cols, gx, *g.args())
     return gx
 
 
 # ----------------------------------------------------------------------------- gpu (CuPy)
 
-_IM2COL_CUDA = _gpu.register("im2col_nhwc", r"""
+_gpu.register("im2col_nhwc", r"""
 extern "C" __global__ void im2col_nhwc(
         const T* x, T* cols, int N, int H, int W, int C,
         int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW,
@@ -241,7 +254,7 @@ extern "C" __global__ void im2col_nhwc(
 }
 """)
 
-_COL2IM_CUDA = _gpu.register("col2im_nhwc", r"""
+_gpu.register("col2im_nhwc", r"""
 extern "C" __global__ void col2im_nhwc(
         const T* cols, T* gx, int N, int H, int W, int C,
         int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW,
@@ -280,7 +293,7 @@ def _shape_args(g):
         np.int32(v) for v in g.args())
 
 
-def im2col_gpu(x, geometry):
+def im2col_cuda(x, geometry):
     import cupy
     g = geometry
     x = cupy.ascontiguousarray(x)
@@ -289,7 +302,7 @@ def im2col_gpu(x, geometry):
     return cols
 
 
-def col2im_gpu(cols, geometry):
+def col2im_cuda(cols, geometry):
     import cupy
     g = geometry
     gx = cupy.empty((g.N, g.H, g.W, g.C), dtype=cols.dtype)
@@ -298,17 +311,9 @@ def col2im_gpu(cols, geometry):
     return gx
 
 
-# ----------------------------------------------------------------------------- dispatch
+# ----------------------------------------------------------------------------- registry
 
-def im2col(x, geometry):
-    """(N, H, W, C) channels-last input -> cols (G, M, K); see the module docstring."""
-    if get_array_module(x) is np:
-        return im2col_cpu(x, geometry)
-    return im2col_gpu(x, geometry)
-
-
-def col2im(cols, geometry):
-    """cols (G, M, K) -> (N, H, W, C) gradient, adding overlapping windows together."""
-    if get_array_module(cols) is np:
-        return col2im_cpu(cols, geometry)
-    return col2im_gpu(cols, geometry)
+#: (N, H, W, C) channels-last input -> cols (G, M, K); see the module docstring
+im2col = register_kernel("im2col", im2col_reference, numba=im2col_numba, cuda=im2col_cuda)
+#: cols (G, M, K) -> (N, H, W, C) gradient, adding overlapping windows together
+col2im = register_kernel("col2im", col2im_reference, numba=col2im_numba, cuda=col2im_cuda)

@@ -51,29 +51,28 @@ where along one axis a window starting at s = i·S − P covers [s, s + K) and
 
 Versions
 --------
-``*_reference``  NumPy, one Python iteration per output cell; reads like the formulas.
-``*_cpu``        Numba. Forwards: parallel over output rows (n, i), each thread writing
+``*_reference``  NumPy, one Python iteration per output cell; reads like the formulas
+                 (written with ``xp``, so they run on CuPy arrays too).
+``*_numba``      Numba. Forwards: parallel over output rows (n, i), each thread writing
                  only its rows. Max backward: scatter through argmax, parallel over
                  samples (a thread owns a sample's whole gx, so no two threads add to one
                  cell). Average backward: gather, parallel over input rows.
-``*_gpu``        CUDA, one thread per element written: forwards and the average backward
+``*_cuda``       CUDA, one thread per element written: forwards and the average backward
                  gather; the max backward scatters with atomicAdd.
-The public functions pick cpu or gpu by the array's module.
+Each kernel is registered once with its three versions (``minicnn/kernels/registry.py``),
+which picks by the array's device and the kernel mode.
 
 Speed (this machine, one core, float32, 3×3 stride 2 padding 1 on (64, 64, 56, 56)): max
 forward ≈ 7.4 ms, max backward ≈ 6.8 ms, average forward ≈ 7.0 ms, average backward
 ≈ 8.3 ms — each about the time of one plain copy of the input (≈ 6 ms). What it took: the
-outputs are allocated by NumPy, not inside Numba (see ``max_pool_forward_cpu``).
+outputs are allocated by NumPy, not inside Numba (see ``max_pool_forward_numba``).
 """
 import numpy as np
 from numba import njit, prange
 
 from minicnn.backend import get_array_module
 from minicnn.kernels import _gpu
-
-
-def _on_gpu(array):
-    return get_array_module(array) is not np
+from minicnn.kernels.registry import register_kernel
 
 
 # ============================================================================ helpers
@@ -97,8 +96,9 @@ def max_pool_forward_reference(x, kernel_size, stride, padding, dilation, out_si
     N, H, W, C = x.shape
     (KH, KW), (SH, SW), (PH, PW), (DH, DW), (OH, OW) = (kernel_size, stride, padding,
                                                          dilation, out_size)
-    y = np.empty((N, OH, OW, C), x.dtype)
-    argmax = np.empty((N, OH, OW, C), np.int32)
+    xp = get_array_module(x)
+    y = xp.empty((N, OH, OW, C), x.dtype)
+    argmax = xp.empty((N, OH, OW, C), np.int32)
     for i in range(OH):
         for j in range(OW):
             rows = i * SH - PH + DH * np.arange(KH)
@@ -109,8 +109,9 @@ def max_pool_forward_reference(x, kernel_size, stride, padding, dilation, out_si
                 continue
             window = x[:, rows][:, :, cols].reshape(N, rows.size * cols.size, C)
             best = window.argmax(axis=1)                  # (N, C), first maximum on ties
-            y[:, i, j, :] = np.take_along_axis(window, best[:, None, :], axis=1)[:, 0]
-            argmax[:, i, j, :] = rows[best // cols.size] * W + cols[best % cols.size]
+            y[:, i, j, :] = xp.take_along_axis(window, best[:, None, :], axis=1)[:, 0]
+            argmax[:, i, j, :] = (xp.asarray(rows)[best // cols.size] * W
+                                  + xp.asarray(cols)[best % cols.size])
     return y, argmax
 
 
@@ -145,7 +146,7 @@ def _max_pool_forward_numba(x, y, argmax, KH, KW, SH, SW, PH, PW, DH, DW):
                         where[c] = flat if take else where[c]
 
 
-def max_pool_forward_cpu(x, kernel_size, stride, padding, dilation, out_size):
+def max_pool_forward_numba(x, kernel_size, stride, padding, dilation, out_size):
     """y, argmax of max pooling; Numba, parallel over output rows."""
     x = np.ascontiguousarray(x)
     N, _, _, C = x.shape
@@ -162,13 +163,14 @@ def max_pool_backward_reference(gy, argmax, in_size):
     """gx of max pooling: each gy goes to the input cell its argmax names."""
     N, OH, OW, C = gy.shape
     H, W = in_size
-    gx = np.zeros((N, H * W, C), gy.dtype)
-    n, c = np.arange(N)[:, None], np.arange(C)[None, :]
+    xp = get_array_module(gy)
+    gx = xp.zeros((N, H * W, C), gy.dtype)
+    n, c = xp.arange(N)[:, None], xp.arange(C)[None, :]
     for i in range(OH):
         for j in range(OW):
             index = argmax[:, i, j, :]                    # (N, C): distinct (n, c) pairs
             valid = index >= 0
-            gx[n, np.where(valid, index, 0), c] += np.where(valid, gy[:, i, j, :], 0)
+            gx[n, xp.where(valid, index, 0), c] += xp.where(valid, gy[:, i, j, :], 0)
     return gx.reshape(N, H, W, C)
 
 
@@ -188,7 +190,7 @@ def _max_pool_backward_numba(gy, argmax, gx):
                         plane[where[c], c] += g[c]
 
 
-def max_pool_backward_cpu(gy, argmax, in_size):
+def max_pool_backward_numba(gy, argmax, in_size):
     """gx of max pooling; Numba, one sample per thread."""
     gy = np.ascontiguousarray(gy)
     N, C = gy.shape[0], gy.shape[3]
@@ -204,7 +206,7 @@ def avg_pool_forward_reference(x, kernel_size, stride, padding, out_size, count_
     """y of average pooling; plain NumPy, one Python iteration per output cell."""
     N, H, W, C = x.shape
     (KH, KW), (SH, SW), (PH, PW), (OH, OW) = kernel_size, stride, padding, out_size
-    y = np.empty((N, OH, OW, C), x.dtype)
+    y = get_array_module(x).empty((N, OH, OW, C), x.dtype)
     for i in range(OH):
         for j in range(OW):
             top, left = i * SH - PH, j * SW - PW
@@ -244,7 +246,7 @@ def _inverse_counts(out_len, kernel, stride, padding, size, count_include_pad, d
     return (1.0 / counts).astype(dtype)
 
 
-def avg_pool_forward_cpu(x, kernel_size, stride, padding, out_size, count_include_pad):
+def avg_pool_forward_numba(x, kernel_size, stride, padding, out_size, count_include_pad):
     """y of average pooling; Numba, parallel over output rows."""
     x = np.ascontiguousarray(x)
     N, H, W, C = x.shape
@@ -261,7 +263,7 @@ def avg_pool_backward_reference(gy, kernel_size, stride, padding, in_size, count
     """gx of average pooling: each window spreads gy / divisor over its input cells."""
     N, OH, OW, C = gy.shape
     (KH, KW), (SH, SW), (PH, PW), (H, W) = kernel_size, stride, padding, in_size
-    gx = np.zeros((N, H, W, C), gy.dtype)
+    gx = get_array_module(gy).zeros((N, H, W, C), gy.dtype)
     for i in range(OH):
         for j in range(OW):
             top, left = i * SH - PH, j * SW - PW
@@ -301,7 +303,7 @@ def _avg_pool_backward_numba(gy, gx, KH, KW, SH, SW, PH, PW, inv_count_h, inv_co
                         total[c] += g[c] * scale
 
 
-def avg_pool_backward_cpu(gy, kernel_size, stride, padding, in_size, count_include_pad):
+def avg_pool_backward_numba(gy, kernel_size, stride, padding, in_size, count_include_pad):
     """gx of average pooling; Numba, each thread gathers into the input rows it owns."""
     gy = np.ascontiguousarray(gy)
     N, OH, OW, C = gy.shape
@@ -316,7 +318,10 @@ def avg_pool_backward_cpu(gy, kernel_size, stride, padding, in_size, count_inclu
 
 # ============================================================================ GPU (CUDA C)
 
-# One thread per element it writes. Index decomposition for channels-last (N, A, B, C):
+# One thread per element it writes, with 64-bit indices and a grid-stride loop (as the
+# im2col and depthwise kernels): one tensor may hold 2³¹ elements or more (VGG-16's first
+# pooling input at batch 669), and a 32-bit index would wrap there. Index decomposition
+# for channels-last (N, A, B, C):
 #   c = t % C,  b = (t / C) % B,  a = (t / (C·B)) % A,  n = t / (C·B·A).
 _NEGATIVE_INFINITY = r"""
 __device__ inline float negative_infinity(float)   { return __int_as_float(0xff800000); }
@@ -329,23 +334,26 @@ _gpu.register("max_pool_forward_nhwc", _NEGATIVE_INFINITY + r"""
 extern "C" __global__ void max_pool_forward_nhwc(
         const T* x, T* y, int* argmax, int N, int H, int W, int C, int OH, int OW,
         int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW) {
-    int t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= N * OH * OW * C) return;
-    int c = t % C, j = (t / C) % OW, i = (t / (C * OW)) % OH, n = t / (C * OW * OH);
-    T best = negative_infinity((T)0);
-    int best_index = -1;                       // stays -1 for a window of padding only
-    for (int a = 0; a < KH; ++a) {
-        int h = i * SH - PH + a * DH;
-        if (h < 0 || h >= H) continue;
-        for (int b = 0; b < KW; ++b) {
-            int w = j * SW - PW + b * DW;
-            if (w < 0 || w >= W) continue;
-            T v = x[((n * H + h) * W + w) * C + c];
-            if (v > best || (v != v && best == best)) { best = v; best_index = h * W + w; }
+    long long total = (long long)N * OH * OW * C;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+         t += (long long)blockDim.x * gridDim.x) {
+        int c = t % C, j = (t / C) % OW, i = (t / ((long long)C * OW)) % OH;
+        long long n = t / ((long long)C * OW * OH);
+        T best = negative_infinity((T)0);
+        int best_index = -1;                   // stays -1 for a window of padding only
+        for (int a = 0; a < KH; ++a) {
+            int h = i * SH - PH + a * DH;
+            if (h < 0 || h >= H) continue;
+            for (int b = 0; b < KW; ++b) {
+                int w = j * SW - PW + b * DW;
+                if (w < 0 || w >= W) continue;
+                T v = x[((n * H + h) * W + w) * C + c];
+                if (v > best || (v != v && best == best)) { best = v; best_index = h * W + w; }
+            }
         }
+        y[t] = best;
+        argmax[t] = best_index;                // an index into one H·W plane: fits an int
     }
-    y[t] = best;
-    argmax[t] = best_index;
 }
 """)
 
@@ -354,11 +362,14 @@ extern "C" __global__ void max_pool_forward_nhwc(
 _gpu.register("max_pool_backward_nhwc", r"""
 extern "C" __global__ void max_pool_backward_nhwc(
         const T* gy, const int* argmax, T* gx, int N, int OH, int OW, int C, int H, int W) {
-    int t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= N * OH * OW * C) return;
-    int c = t % C, n = t / (C * OW * OH);
-    int flat = argmax[t];
-    if (flat >= 0) atomicAdd(&gx[((long long)n * H * W + flat) * C + c], gy[t]);
+    long long total = (long long)N * OH * OW * C;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+         t += (long long)blockDim.x * gridDim.x) {
+        int c = t % C;
+        long long n = t / ((long long)C * OW * OH);
+        int flat = argmax[t];
+        if (flat >= 0) atomicAdd(&gx[(n * H * W + flat) * C + c], gy[t]);
+    }
 }
 """)
 
@@ -374,17 +385,20 @@ _gpu.register("avg_pool_forward_nhwc", _WINDOW_COUNT + r"""
 extern "C" __global__ void avg_pool_forward_nhwc(
         const T* x, T* y, int N, int H, int W, int C, int OH, int OW,
         int KH, int KW, int SH, int SW, int PH, int PW, int include_pad) {
-    int t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= N * OH * OW * C) return;
-    int c = t % C, j = (t / C) % OW, i = (t / (C * OW)) % OH, n = t / (C * OW * OH);
-    int top = i * SH - PH, left = j * SW - PW;
-    T total = 0;
-    for (int h = max(top, 0); h < min(top + KH, H); ++h)
-        for (int w = max(left, 0); w < min(left + KW, W); ++w)
-            total += x[((n * H + h) * W + w) * C + c];
-    int divisor = window_count(i, KH, SH, PH, H, include_pad)
-                * window_count(j, KW, SW, PW, W, include_pad);
-    y[t] = total / (T)divisor;
+    long long total = (long long)N * OH * OW * C;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+         t += (long long)blockDim.x * gridDim.x) {
+        int c = t % C, j = (t / C) % OW, i = (t / ((long long)C * OW)) % OH;
+        long long n = t / ((long long)C * OW * OH);
+        int top = i * SH - PH, left = j * SW - PW;
+        T sum = 0;
+        for (int h = max(top, 0); h < min(top + KH, H); ++h)
+            for (int w = max(left, 0); w < min(left + KW, W); ++w)
+                sum += x[((n * H + h) * W + w) * C + c];
+        int divisor = window_count(i, KH, SH, PH, H, include_pad)
+                    * window_count(j, KW, SW, PW, W, include_pad);
+        y[t] = sum / (T)divisor;
+    }
 }
 """)
 
@@ -393,28 +407,31 @@ _gpu.register("avg_pool_backward_nhwc", _WINDOW_COUNT + r"""
 extern "C" __global__ void avg_pool_backward_nhwc(
         const T* gy, T* gx, int N, int H, int W, int C, int OH, int OW,
         int KH, int KW, int SH, int SW, int PH, int PW, int include_pad) {
-    int t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= N * H * W * C) return;
-    int c = t % C, w = (t / C) % W, h = (t / (C * W)) % H, n = t / (C * W * H);
-    // windows i with i·SH − PH ≤ h ≤ i·SH − PH + KH − 1: from ceil((h + PH − KH + 1) / SH)
-    // (at least 0) to floor((h + PH) / SH) (at most OH − 1); C's / is a floor here because
-    // both numerators are positive where it is used.
-    int from_h = h + PH - KH + 1, from_w = w + PW - KW + 1;
-    int i_first = from_h > 0 ? (from_h + SH - 1) / SH : 0, i_last = min((h + PH) / SH, OH - 1);
-    int j_first = from_w > 0 ? (from_w + SW - 1) / SW : 0, j_last = min((w + PW) / SW, OW - 1);
-    T total = 0;
-    for (int i = i_first; i <= i_last; ++i)
-        for (int j = j_first; j <= j_last; ++j) {
-            int divisor = window_count(i, KH, SH, PH, H, include_pad)
-                        * window_count(j, KW, SW, PW, W, include_pad);
-            total += gy[((n * OH + i) * OW + j) * C + c] / (T)divisor;
-        }
-    gx[t] = total;
+    long long total = (long long)N * H * W * C;
+    for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
+         t += (long long)blockDim.x * gridDim.x) {
+        int c = t % C, w = (t / C) % W, h = (t / ((long long)C * W)) % H;
+        long long n = t / ((long long)C * W * H);
+        // windows i with i·SH − PH ≤ h ≤ i·SH − PH + KH − 1: from ceil((h + PH − KH + 1) / SH)
+        // (at least 0) to floor((h + PH) / SH) (at most OH − 1); C's / is a floor here
+        // because both numerators are positive where it is used.
+        int from_h = h + PH - KH + 1, from_w = w + PW - KW + 1;
+        int i_first = from_h > 0 ? (from_h + SH - 1) / SH : 0, i_last = min((h + PH) / SH, OH - 1);
+        int j_first = from_w > 0 ? (from_w + SW - 1) / SW : 0, j_last = min((w + PW) / SW, OW - 1);
+        T sum = 0;
+        for (int i = i_first; i <= i_last; ++i)
+            for (int j = j_first; j <= j_last; ++j) {
+                int divisor = window_count(i, KH, SH, PH, H, include_pad)
+                            * window_count(j, KW, SW, PW, W, include_pad);
+                sum += gy[((n * OH + i) * OW + j) * C + c] / (T)divisor;
+            }
+        gx[t] = sum;
+    }
 }
 """)
 
 
-def max_pool_forward_gpu(x, kernel_size, stride, padding, dilation, out_size):
+def max_pool_forward_cuda(x, kernel_size, stride, padding, dilation, out_size):
     """y, argmax of max pooling; CUDA, one thread per output element."""
     cupy = get_array_module(x)
     x = cupy.ascontiguousarray(x)
@@ -427,7 +444,7 @@ def max_pool_forward_gpu(x, kernel_size, stride, padding, dilation, out_size):
     return y, argmax
 
 
-def max_pool_backward_gpu(gy, argmax, in_size):
+def max_pool_backward_cuda(gy, argmax, in_size):
     """gx of max pooling; CUDA, one thread per gy element, atomicAdd into gx."""
     cupy = get_array_module(gy)
     gy, argmax = cupy.ascontiguousarray(gy), cupy.ascontiguousarray(argmax)
@@ -439,7 +456,7 @@ def max_pool_backward_gpu(gy, argmax, in_size):
     return gx
 
 
-def avg_pool_forward_gpu(x, kernel_size, stride, padding, out_size, count_include_pad):
+def avg_pool_forward_cuda(x, kernel_size, stride, padding, out_size, count_include_pad):
     """y of average pooling; CUDA, one thread per output element."""
     cupy = get_array_module(x)
     x = cupy.ascontiguousarray(x)
@@ -452,7 +469,7 @@ def avg_pool_forward_gpu(x, kernel_size, stride, padding, out_size, count_includ
     return y
 
 
-def avg_pool_backward_gpu(gy, kernel_size, stride, padding, in_size, count_include_pad):
+def avg_pool_backward_cuda(gy, kernel_size, stride, padding, in_size, count_include_pad):
     """gx of average pooling; CUDA, one thread per input element (gather)."""
     cupy = get_array_module(gy)
     gy = cupy.ascontiguousarray(gy)
@@ -465,30 +482,20 @@ def avg_pool_backward_gpu(gy, kernel_size, stride, padding, in_size, count_inclu
     return gx
 
 
-# ============================================================================ dispatch
+# ============================================================================ registry
 
-def max_pool_forward(x, kernel_size, stride, padding, dilation, out_size):
-    """(y, argmax) of max pooling over channels-last ``x``; see the module docstring."""
-    version = max_pool_forward_gpu if _on_gpu(x) else max_pool_forward_cpu
-    return version(x, kernel_size, stride, padding, dilation, out_size)
-
-
-def max_pool_backward(gy, argmax, in_size):
-    """gx (N, H, W, C) of max pooling from gy and the forward's argmax."""
-    version = max_pool_backward_gpu if _on_gpu(gy) else max_pool_backward_cpu
-    return version(gy, argmax, in_size)
-
-
-def avg_pool_forward(x, kernel_size, stride, padding, out_size, count_include_pad):
-    """y of average pooling over channels-last ``x``; see the module docstring."""
-    version = avg_pool_forward_gpu if _on_gpu(x) else avg_pool_forward_cpu
-    return version(x, kernel_size, stride, padding, out_size, count_include_pad)
-
-
-def avg_pool_backward(gy, kernel_size, stride, padding, in_size, count_include_pad):
-    """gx (N, H, W, C) of average pooling."""
-    version = avg_pool_backward_gpu if _on_gpu(gy) else avg_pool_backward_cpu
-    return version(gy, kernel_size, stride, padding, in_size, count_include_pad)
+#: (y, argmax) of max pooling over channels-last ``x``; see the module docstring
+max_pool_forward = register_kernel("max_pool_forward", max_pool_forward_reference,
+                                   numba=max_pool_forward_numba, cuda=max_pool_forward_cuda)
+#: gx (N, H, W, C) of max pooling from gy and the forward's argmax
+max_pool_backward = register_kernel("max_pool_backward", max_pool_backward_reference,
+                                    numba=max_pool_backward_numba, cuda=max_pool_backward_cuda)
+#: y of average pooling over channels-last ``x``
+avg_pool_forward = register_kernel("avg_pool_forward", avg_pool_forward_reference,
+                                   numba=avg_pool_forward_numba, cuda=avg_pool_forward_cuda)
+#: gx (N, H, W, C) of average pooling
+avg_pool_backward = register_kernel("avg_pool_backward", avg_pool_backward_reference,
+                                    numba=avg_pool_backward_numba, cuda=avg_pool_backward_cuda)
 
 
 def _ints(*pairs):

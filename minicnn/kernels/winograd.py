@@ -35,13 +35,14 @@ transforms: ``gather`` (read tiles from an image, transform each: V, and gM) and
 
 Layout: images are channels-last (N, H, W, C); tiles are (α², T, C) with the T = N·TH·TW
 tiles in (n, tile row, tile column) order, so every GEMM operand is a plain matrix.
-On the GPU the convolution keeps im2col + cuBLAS; the reference versions below are
-written against ``xp`` and run on either device.
+On the GPU the convolution chooses im2col + cuBLAS; the reference versions below are
+written against ``xp`` and run on either device (a forced Winograd on the GPU uses them).
 """
 import numpy as np
 from numba import njit, prange
 
 from minicnn.backend import get_array_module
+from minicnn.kernels.registry import register_kernel
 
 # (Aᵀ, G, Bᵀ) for F(m, 3), from Lavin & Gray (2016), with interpolation points
 # 0, ±1, ∞ (m = 2) and 0, ±1, ±2, ∞ (m = 4). tests/test_winograd.py checks each against
@@ -167,18 +168,28 @@ def input_transform_reference(x, tiling):
     return _sandwich(t.BT, d).reshape(t.alpha ** 2, t.T, t.C)
 
 
-def input_transform_adjoint_reference(gV, tiling):
-    """gV (α², T, C) -> gx (N, H, W, C): gd = B gV Bᵀ per tile, overlapping tiles added."""
+def input_transform_adjoint_reference(gV, tiling, out=None):
+    """gV (α², T, C) -> gx (N, H, W, C): gd = B gV Bᵀ per tile, overlapping tiles added
+    (into ``out`` if given)."""
     t = tiling
     gd = _sandwich(t.BT.T, gV.reshape(t.alpha, t.alpha, t.N, t.TH, t.TW, -1))
-    return _add_tile_grid(gd, (t.N, t.H, t.W), t.m, -t.PH, -t.PW)
+    return _into(_add_tile_grid(gd, (t.N, t.H, t.W), t.m, -t.PH, -t.PW), out)
 
 
-def output_transform_reference(M, tiling):
-    """M (α², T, CO) -> y (N, OH, OW, CO),  Y = Aᵀ M A per tile, the overhang cropped."""
+def output_transform_reference(M, tiling, out=None):
+    """M (α², T, CO) -> y (N, OH, OW, CO),  Y = Aᵀ M A per tile, the overhang cropped
+    (added into ``out`` if given)."""
     t = tiling
     Y = _sandwich(t.AT, M.reshape(t.alpha, t.alpha, t.N, t.TH, t.TW, -1))
-    return _add_tile_grid(Y, (t.N, t.OH, t.OW), t.m, 0, 0)
+    return _into(_add_tile_grid(Y, (t.N, t.OH, t.OW), t.m, 0, 0), out)
+
+
+def _into(result, out):
+    """``result``, added into ``out`` when the caller gave a (zeroed) array to fill."""
+    if out is None:
+        return result
+    out += result
+    return out
 
 
 def output_transform_adjoint_reference(gy, tiling):
@@ -198,7 +209,7 @@ def _add_scaled(target, p, source):
 
 
 @njit(parallel=True, cache=True)
-def _gather_cpu(image, P, step, top, left, TH, TW, tiles):
+def _gather_numba(image, P, step, top, left, TH, TW, tiles):
     """tiles[a·A + b, t] = S(P, X_t)[a, b] for the S×S tile X_t of ``image`` at
     (th·step + top, tw·step + left), zero outside; P is (A, S). Zero entries of P are
     skipped: Bᵀ is half zeros."""
@@ -232,7 +243,7 @@ def _gather_cpu(image, P, step, top, left, TH, TW, tiles):
 
 
 @njit(parallel=True, cache=True)
-def _scatter_cpu(tiles, P, step, top, left, TH, TW, image):
+def _scatter_numba(tiles, P, step, top, left, TH, TW, image):
     """image[th·step + top + a, tw·step + left + b] += S(P, X_t)[a, b] for every S×S tile
     X_t = tiles[:, t] (inside the image only); P is (A, S).
 
@@ -271,64 +282,54 @@ def _scatter_cpu(tiles, P, step, top, left, TH, TW, image):
                                 _add_scaled(out, P[b, j], half[a, j])
 
 
-def input_transform_cpu(x, tiling):
+def input_transform_numba(x, tiling):
     t = tiling
     V = np.empty((t.alpha ** 2, t.T, t.C), dtype=x.dtype)
-    _gather_cpu(x, t.BT, t.m, -t.PH, -t.PW, t.TH, t.TW, V)
+    _gather_numba(x, t.BT, t.m, -t.PH, -t.PW, t.TH, t.TW, V)
     return V
 
 
-def input_transform_adjoint_cpu(gV, tiling, out=None):
+def input_transform_adjoint_numba(gV, tiling, out=None):
     """``out``, if given, is a zeroed contiguous (N, H, W, C) array to add into."""
     t = tiling
     gx = np.zeros((t.N, t.H, t.W, gV.shape[2]), dtype=gV.dtype) if out is None else out
-    _scatter_cpu(gV, np.ascontiguousarray(t.BT.T), t.m, -t.PH, -t.PW, t.TH, t.TW, gx)
+    _scatter_numba(gV, np.ascontiguousarray(t.BT.T), t.m, -t.PH, -t.PW, t.TH, t.TW, gx)
     return gx
 
 
-def output_transform_cpu(M, tiling, out=None):
+def output_transform_numba(M, tiling, out=None):
     """``out``, if given, is a zeroed contiguous (N, OH, OW, CO) array to add into."""
     t = tiling
     y = np.zeros((t.N, t.OH, t.OW, M.shape[2]), dtype=M.dtype) if out is None else out
-    _scatter_cpu(M, t.AT, t.m, 0, 0, t.TH, t.TW, y)
+    _scatter_numba(M, t.AT, t.m, 0, 0, t.TH, t.TW, y)
     return y
 
 
-def output_transform_adjoint_cpu(gy, tiling):
+def output_transform_adjoint_numba(gy, tiling):
     t = tiling
     gM = np.empty((t.alpha ** 2, t.T, gy.shape[3]), dtype=gy.dtype)
-    _gather_cpu(np.ascontiguousarray(gy), np.ascontiguousarray(t.AT.T), t.m, 0, 0, t.TH, t.TW, gM)
+    _gather_numba(np.ascontiguousarray(gy), np.ascontiguousarray(t.AT.T), t.m, 0, 0, t.TH, t.TW, gM)
     return gM
 
 
-# ----------------------------------------------------------------------------- dispatch
-# The Numba kernels on NumPy arrays; the (xp-generic) reference code on CuPy arrays.
-# ``out`` (the adjoint of the input transform and the output transform): a zeroed array
-# to add the result into, so that a sub-batch writes straight into the batch's array.
+# ----------------------------------------------------------------------------- registry
+# No CUDA versions: the references are written with ``xp`` and run on CuPy arrays as they
+# are, which is what a forced Winograd convolution on the GPU uses (the chooser never picks
+# Winograd there: cuBLAS's im2col GEMM is the GPU's path). ``out`` (the adjoint of the
+# input transform and the output transform): a zeroed array to add the result into, so
+# that a sub-batch writes straight into the batch's array.
 
-def _into(result, out):
-    if out is None:
-        return result
-    out += result
-    return out
-
-
-def input_transform(x, tiling):
-    return (input_transform_cpu if get_array_module(x) is np else input_transform_reference)(x, tiling)
-
-
-def input_transform_adjoint(gV, tiling, out=None):
-    if get_array_module(gV) is np:
-        return input_transform_adjoint_cpu(gV, tiling, out)
-    return _into(input_transform_adjoint_reference(gV, tiling), out)
-
-
-def output_transform(M, tiling, out=None):
-    if get_array_module(M) is np:
-        return output_transform_cpu(M, tiling, out)
-    return _into(output_transform_reference(M, tiling), out)
-
-
-def output_transform_adjoint(gy, tiling):
-    return (output_transform_adjoint_cpu if get_array_module(gy) is np
-            else output_transform_adjoint_reference)(gy, tiling)
+#: x (N, H, W, C) -> V (α², T, C)
+input_transform = register_kernel("winograd_input_transform", input_transform_reference,
+                                  numba=input_transform_numba)
+#: gV (α², T, C) -> gx (N, H, W, C), added into ``out`` if given
+input_transform_adjoint = register_kernel("winograd_input_transform_adjoint",
+                                          input_transform_adjoint_reference,
+                                          numba=input_transform_adjoint_numba)
+#: M (α², T, CO) -> y (N, OH, OW, CO), added into ``out`` if given
+output_transform = register_kernel("winograd_output_transform", output_transform_reference,
+                                   numba=output_transform_numba)
+#: gy (N, OH, OW, CO) -> gM (α², T, CO)
+output_transform_adjoint = register_kernel("winograd_output_transform_adjoint",
+                                           output_transform_adjoint_reference,
+                                           numba=output_transform_adjoint_numba)

@@ -2,12 +2,10 @@
 import numpy as np
 
 from minicnn import functional as F
+from minicnn.functional.conv import check_algorithm_name
+from minicnn.functional.geometry import check_channels, window_settings
 from minicnn.nn import init
 from minicnn.nn.module import Module, Parameter
-
-
-def _pair(value):
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 class Conv2d(Module):
@@ -16,17 +14,18 @@ class Conv2d(Module):
     Every size argument is an int or an (h, w) pair, so 1×7 and 7×1 kernels work.
     ``groups`` splits channels into independent groups (AlexNet's towers, ResNeXt);
     ``groups == in_channels`` is a depthwise convolution (MobileNet, EfficientNet).
+    ``conv_algorithm`` forces one of ``F.conv.ALGORITHMS`` (to compare them); by default the
+    convolution chooses per call. Bad settings are refused here, before any input is seen.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 dilation=1, groups=1, bias=True, dtype=np.float32):
+                 dilation=1, groups=1, bias=True, dtype=np.float32, conv_algorithm=None):
         super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"Conv2d: in_channels ({in_channels}) and out_channels "
-                             f"({out_channels}) must both be divisible by groups ({groups})")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding, self.dilation, self.groups = _pair(padding), _pair(dilation), groups
+        check_channels("Conv2d", in_channels, out_channels, groups)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.padding, self.dilation = window_settings(
+            "Conv2d", kernel_size, stride, padding, dilation)
+        self.conv_algorithm = check_algorithm_name(conv_algorithm, "Conv2d")
         kh, kw = self.kernel_size
         self.weight = Parameter(np.empty((out_channels, in_channels // groups, kh, kw), dtype=dtype))
         self.bias = Parameter(np.empty(out_channels, dtype=dtype)) if bias else None
@@ -34,7 +33,7 @@ class Conv2d(Module):
 
     def forward(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
-                        self.groups)
+                        self.groups, self.conv_algorithm)
 
     def extra_repr(self):
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -47,6 +46,8 @@ class Conv2d(Module):
             text += f", groups={self.groups}"
         if self.bias is None:
             text += ", bias=False"
+        if self.conv_algorithm is not None:
+            text += f", conv_algorithm={self.conv_algorithm!r}"
         return text
 
 

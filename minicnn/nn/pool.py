@@ -1,9 +1,11 @@
 """Pooling layers."""
 from minicnn import functional as F
+from minicnn.functional.pool import pool_window_settings
 from minicnn.nn.module import Module
 
 
 def _pair(value):
+    """An adaptive output size: an int or an (h, w) pair whose entries may be None."""
     return (value, value) if isinstance(value, int) else tuple(value)
 
 
@@ -12,9 +14,9 @@ class MaxPool2d(Module):
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
-        self.kernel_size = _pair(kernel_size)
-        self.stride = self.kernel_size if stride is None else _pair(stride)
-        self.padding, self.dilation, self.ceil_mode = _pair(padding), _pair(dilation), ceil_mode
+        self.kernel_size, self.stride, self.padding, self.dilation = pool_window_settings(
+            "MaxPool2d", kernel_size, stride, padding, dilation)
+        self.ceil_mode = ceil_mode
 
     def forward(self, x):
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
@@ -32,9 +34,9 @@ class AvgPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
                  count_include_pad=True):
         super().__init__()
-        self.kernel_size = _pair(kernel_size)
-        self.stride = self.kernel_size if stride is None else _pair(stride)
-        self.padding, self.ceil_mode = _pair(padding), ceil_mode
+        self.kernel_size, self.stride, self.padding, _ = pool_window_settings(
+            "AvgPool2d", kernel_size, stride, padding, 1)
+        self.ceil_mode = ceil_mode
         self.count_include_pad = count_include_pad
 
     def forward(self, x):
