@@ -8,7 +8,7 @@
     loss        cross_entropy nll_loss mse_loss accuracy
     conv        conv2d (dense, grouped, depthwise, dilated, asymmetric)
     pool        max_pool2d avg_pool2d adaptive_avg_pool2d adaptive_max_pool2d global_avg_pool2d
-    norm        batch_norm local_response_norm
+    norm        batch_norm batch_norm_composed local_response_norm
     dropout     dropout dropout2d drop_path
 """
 from minicnn.functional.math import (add, sub, mul, div, neg, pow, exp, log, sqrt, matmul, linear,
@@ -22,5 +22,5 @@ from minicnn.functional.loss import (cross_entropy, nll_loss, mse_loss, accuracy
 from minicnn.functional.conv import conv2d
 from minicnn.functional.pool import (max_pool2d, avg_pool2d, adaptive_avg_pool2d,
                                      adaptive_max_pool2d, global_avg_pool2d)
-from minicnn.functional.norm import batch_norm, local_response_norm
+from minicnn.functional.norm import batch_norm, batch_norm_composed, local_response_norm
 from minicnn.functional.dropout import dropout, dropout2d, drop_path

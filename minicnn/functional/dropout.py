@@ -75,16 +75,15 @@ def _keep_mask(uniform, p, dtype):
 
 
 class MaskMultiply(Function):
-    """y = x · mask (``mask`` broadcasts to x);   gx = gy · mask."""
+    """y = x · mask (``mask`` broadcasts to x);   gx = gy · mask  (the mask gets none)."""
 
-    def __init__(self, mask):
-        self.mask = mask
-
-    def forward(self, x):
-        return x * self.mask
+    def forward(self, x, mask):
+        self.save_for_backward(mask)
+        return x * mask
 
     def backward(self, gy):
-        return gy * self.mask
+        mask, = self.saved
+        return gy * mask, None
 
 
 def _check(name, x, p):
@@ -101,7 +100,7 @@ def dropout(x, p=0.5, training=True, rng=None):
     data = _check("dropout", x, p)
     if not training or p == 0:
         return x
-    return MaskMultiply(_keep_mask(_uniform_like(data, rng), p, data.dtype))(x)
+    return MaskMultiply()(x, _keep_mask(_uniform_like(data, rng), p, data.dtype))
 
 
 def dropout2d(x, p=0.5, training=True, rng=None):
@@ -114,7 +113,7 @@ def dropout2d(x, p=0.5, training=True, rng=None):
         return x
     xp = get_array_module(data)
     uniform = _uniform(xp, data.shape[:2] + (1, 1), _float_dtype(data), rng)
-    return MaskMultiply(_keep_mask(uniform, p, data.dtype))(x)
+    return MaskMultiply()(x, _keep_mask(uniform, p, data.dtype))
 
 
 def drop_path(x, p=0.0, training=True, rng=None):
@@ -128,7 +127,7 @@ def drop_path(x, p=0.0, training=True, rng=None):
     xp = get_array_module(data)
     uniform = _uniform(xp, (data.shape[0],) + (1,) * (data.ndim - 1), _float_dtype(data),
                        rng)
-    return MaskMultiply(_keep_mask(uniform, p, data.dtype))(x)
+    return MaskMultiply()(x, _keep_mask(uniform, p, data.dtype))
 
 
 # ``minicnn.functional.dropout`` names the *function* once the package has imported it, so

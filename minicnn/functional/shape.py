@@ -2,6 +2,8 @@
 gradient back to where each number came from."""
 import builtins
 
+import numpy as np
+
 from minicnn.backend import get_array_module
 from minicnn.tensor import Function, Tensor
 
@@ -44,8 +46,9 @@ class Transpose(Function):
 class GetItem(Function):
     """y = x[index] (basic or integer-array indexing);   gx = zeros with gy put at index.
 
-    ``xp.add.at`` accumulates, so an index that picks the same element twice gets both
-    gradients.
+    The put *accumulates* (``numpy.add.at``; ``cupyx.scatter_add`` on the GPU, which every
+    CuPy version has, where ``cupy.add.at`` exists only from CuPy 12), so an index that picks
+    the same element twice gets both gradients.
     """
     def __init__(self, index):
         self.index = index.data if isinstance(index, Tensor) else index
@@ -57,8 +60,17 @@ class GetItem(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         gx = xp.zeros(self.shape, dtype=self.dtype)
-        xp.add.at(gx, self.index, gy)
+        scatter_add(gx, self.index, gy)
         return gx
+
+
+def scatter_add(target, index, values):
+    """``target[index] += values`` in place, adding every repeat of an index."""
+    if get_array_module(target) is np:
+        np.add.at(target, index, values)
+    else:
+        import cupyx                        # ships with every CuPy; cupy.add.at needs v12
+        cupyx.scatter_add(target, index, values)
 
 
 class Pad(Function):
