@@ -109,6 +109,11 @@ def _as_array(value, dtype=None):
 
 # ----------------------------------------------------------------------------- Tensor
 
+# Tensor's operators (``a + b``, ``x @ w``, ``x.sum()``) are the Functions of
+# minicnn.functional, which is built on the classes of this file: that package imports
+# this module and then hands itself over here (``F``), so the two never import each other.
+F = None
+
 class Tensor:
     """An array plus what autograd needs: ``grad``, ``requires_grad`` and its creator.
 
@@ -403,5 +408,3 @@ def sum_to(grad, shape):
     grad = grad.sum(axis=axes, keepdims=True)
     return grad.reshape(shape)
 
-
-from minicnn import functional as F  # noqa: E402  (functional builds on the classes above)

@@ -13,8 +13,8 @@ hooks — nothing is patched — and returns a ``ForwardTrace``:
 """
 import numpy as np
 
-from minicnn import nn
-from minicnn.nn.module import observe_module_calls
+from minicnn.nn.conv import Conv2d
+from minicnn.nn.module import Parameter, observe_module_calls
 from minicnn.tensor import Tensor, no_grad, observe_functions
 
 
@@ -36,7 +36,7 @@ class OperationCall:
         tensors = [x for x in inputs if isinstance(x, Tensor)]
         self.input_ids = [id(x) for x in tensors]
         self.input_shapes = [tuple(x.shape) for x in tensors]
-        self.input_is_parameter = [isinstance(x, nn.Parameter) for x in tensors]
+        self.input_is_parameter = [isinstance(x, Parameter) for x in tensors]
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         self.output_ids = [id(y) for y in outputs]
         self.output_shape = tuple(outputs[0].shape)
@@ -151,7 +151,7 @@ def input_shape(model, input_size, in_channels=None, caller="input_shape"):
     if min(spatial) < 1:
         raise ValueError(f"{caller}: input_size must be positive, got {spatial}")
     if in_channels is None:
-        first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        first_conv = next((m for m in model.modules() if isinstance(m, Conv2d)), None)
         if first_conv is None:
             raise ValueError(f"{caller}: input_size gives no channel count and the model has "
                              "no Conv2d to infer it from; pass in_channels= or (C, H, W)")

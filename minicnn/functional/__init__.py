@@ -11,6 +11,8 @@
     norm        batch_norm batch_norm_composed local_response_norm
     dropout     dropout dropout2d drop_path
 """
+import sys as _sys
+
 from minicnn.functional.math import (add, sub, mul, div, neg, pow, exp, log, sqrt, matmul, linear,
                                      sum, mean, max, var, maximum, where, clip, cast)
 from minicnn.functional.shape import reshape, transpose, flatten, getitem, pad, concat, split
@@ -24,3 +26,8 @@ from minicnn.functional.pool import (max_pool2d, avg_pool2d, adaptive_avg_pool2d
                                      adaptive_max_pool2d, global_avg_pool2d)
 from minicnn.functional.norm import batch_norm, batch_norm_composed, local_response_norm
 from minicnn.functional.dropout import dropout, dropout2d, drop_path
+
+# The operators of Tensor (x + y, x @ w, x.sum()) call the Functions above; tensor.py
+# cannot import this package, which imports it, so the package hands itself over.
+from minicnn import tensor as _tensor  # noqa: E402
+_tensor.F = _sys.modules[__name__]

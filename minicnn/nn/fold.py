@@ -41,7 +41,7 @@ from minicnn.backend import get_array_module
 from minicnn.nn.conv import Conv2d
 from minicnn.nn.layers import Identity, Linear
 from minicnn.nn.module import Parameter
-from minicnn.nn.norm import BatchNorm1d, BatchNorm2d, _BatchNorm
+from minicnn.nn.norm import BatchNorm1d, BatchNorm2d, BatchNormNd
 from minicnn.nn.transfer import replace_module
 
 _WEIGHT_LAYERS = (Conv2d, Linear)
@@ -64,7 +64,7 @@ def _structural_pairs(model):
     for parent_name, parent in model.named_modules():
         children = list(parent._modules.items())
         for (name_a, a), (name_b, b) in zip(children, children[1:]):
-            if isinstance(a, _WEIGHT_LAYERS) and isinstance(b, _BatchNorm) and _fits(a, b):
+            if isinstance(a, _WEIGHT_LAYERS) and isinstance(b, BatchNormNd) and _fits(a, b):
                 prefix = parent_name + "." if parent_name else ""
                 pairs.append((prefix + name_a, prefix + name_b))
     return pairs
@@ -88,7 +88,7 @@ def _traced_pairs(model, input_size, in_channels):
     pairs = []
     for call in trace.calls:
         bn = call.module
-        if not isinstance(bn, _BatchNorm) or len(call.inputs) != 1:
+        if not isinstance(bn, BatchNormNd) or len(call.inputs) != 1:
             continue
         x = call.inputs[0]
         producer = made_by_layer.get(id(x))
