@@ -2,7 +2,8 @@
 
     math        add sub mul div neg pow exp log sqrt matmul linear sum mean max var maximum
                 where clip
-    shape       reshape transpose flatten getitem pad concat split
+    shape       reshape transpose flatten getitem pad concat split zero_pad_subsample
+                concat_into_buffer
     activation  relu relu6 leaky_relu sigmoid tanh scaled_tanh silu hard_sigmoid hard_swish
                 softmax log_softmax
     loss        cross_entropy nll_loss mse_loss accuracy
@@ -15,7 +16,8 @@ import sys as _sys
 
 from minicnn.functional.math import (add, sub, mul, div, neg, pow, exp, log, sqrt, matmul, linear,
                                      sum, mean, max, var, maximum, where, clip, cast)
-from minicnn.functional.shape import reshape, transpose, flatten, getitem, pad, concat, split
+from minicnn.functional.shape import (reshape, transpose, flatten, getitem, pad, concat, split,
+                                      zero_pad_subsample, concat_into_buffer)
 from minicnn.functional.activation import (relu, relu6, leaky_relu, sigmoid, tanh, scaled_tanh,
                                            silu, swish, hard_sigmoid, hard_swish, softmax,
                                            log_softmax)
