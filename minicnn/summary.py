@@ -95,7 +95,7 @@ from minicnn.nn.pool import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d,
                              GlobalAvgPool2d, MaxPool2d)
 from minicnn.report import render_csv, render_table
 from minicnn.tensor import Tensor, no_grad
-from minicnn.trace import input_shape, tensors_in, trace_forward
+from minicnn.trace import input_shape, sample_input, tensors_in, trace_forward
 
 DEFAULT_COUNT = ("conv", "linear", "pool")
 FORMATS = ("text", "markdown", "csv", "dict")
@@ -252,11 +252,7 @@ def _settings(row, module, input_shape):
 
 def _collect(model, input_shape):
     """Trace a batch-1 pass and turn it into rows (input row first) plus the trace."""
-    parameter = next(iter(model.parameters()), None)
-    xp = get_array_module(parameter.data) if parameter is not None else np
-    dtype = parameter.dtype if parameter is not None else np.float32
-    sample = np.random.default_rng(0).standard_normal((1,) + tuple(input_shape))
-    trace = trace_forward(model, Tensor(xp.asarray(sample, dtype=dtype)))
+    trace = trace_forward(model, sample_input(model, input_shape))
     fields = _FieldTracker(trace)
 
     first = Row("input", "Input")

@@ -13,6 +13,7 @@ hooks — nothing is patched — and returns a ``ForwardTrace``:
 """
 import numpy as np
 
+from minicnn.backend import get_array_module
 from minicnn.nn.conv import Conv2d
 from minicnn.nn.module import Parameter, observe_module_calls
 from minicnn.tensor import Tensor, no_grad, observe_functions
@@ -111,6 +112,17 @@ def trace_forward(model, x):
         for module, mode in modes:
             object.__setattr__(module, "training", mode)
     return trace
+
+
+def sample_input(model, shape, seed=0):
+    """A random batch-1 input of per-sample ``shape`` for tracing ``model``: on the device
+    and in the dtype of its parameters (a GPU model is traced with a CuPy array), float32
+    on the CPU for a model without parameters."""
+    parameter = next(iter(model.parameters()), None)
+    xp = get_array_module(parameter.data) if parameter is not None else np
+    dtype = parameter.dtype if parameter is not None else np.float32
+    sample = np.random.default_rng(seed).standard_normal((1,) + tuple(shape))
+    return Tensor(xp.asarray(sample, dtype=dtype))
 
 
 def tensors_in(value):
