@@ -343,3 +343,32 @@ def test_batch_norm_saves_exactly_what_its_backward_reads():
     np.testing.assert_array_equal(weight, gamma)
     y.sum().backward()
     assert function.saved is None and function.inputs is None
+
+
+def test_batch_norm_runs_its_reference_kernels_in_reference_mode(monkeypatch):
+    """kernels.batchnorm is in the kernel registry: ``kernel_mode("reference")`` (and
+    MINICNN_KERNELS=reference) runs the NumPy formulas where Numba runs otherwise, with
+    the same results."""
+    from minicnn.kernels.registry import KERNELS, kernel_mode
+    calls = []
+    for name in ("channel_stats", "backward_sums", "scale_shift", "scale_shift2"):
+        kernel = KERNELS[f"batchnorm_{name}"]
+        monkeypatch.setattr(kernel, "numba",
+                            lambda *a, _f=kernel.numba, _n=name: calls.append(_n) or _f(*a))
+    monkeypatch.setattr(bn_kernels, "SMALL", 0)              # Numba for every size
+    x, gamma, beta = bn_inputs((4, 3, 5, 6), 1, "channels_last")
+
+    def run():
+        xt, gt, bt = (Tensor(a, requires_grad=True) for a in (x, gamma, beta))
+        y = F.batch_norm(xt, None, None, gt, bt)
+        y.backward(np.cos(x))
+        return [y.data, xt.grad, gt.grad, bt.grad]
+    fast = run()
+    assert sorted(set(calls)) == ["backward_sums", "channel_stats", "scale_shift",
+                                  "scale_shift2"]
+    calls.clear()
+    with kernel_mode("reference"):
+        reference = run()
+    assert calls == []
+    for a, b in zip(fast, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
