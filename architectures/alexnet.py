@@ -63,6 +63,7 @@ import numpy as np
 from architectures import register
 from minicnn import functional as F
 from minicnn import nn
+from minicnn.distributed import comm as distributed_comm, model_parallel
 
 TOWERS = 2
 
@@ -295,6 +296,69 @@ class TowersInOneProcess(nn.Module):
         for stage in range(len(self.towers[0].stages)):
             x = self.exchange([tower.stages[stage](x) for tower in self.towers])
         return x
+
+
+# -------------------------------------------------------------------- towers on MPI ranks
+
+class ModelParallelAlexNet(nn.Module):
+    """This rank's tower of a two-tower ``AlexNet``, exchanging with the other rank(s)
+    (Krizhevsky et al. 2012, §3.2; the exchange: ``minicnn.distributed.model_parallel``).
+
+    ``model`` is the single-process grouped network (``alexnet``);
+    every rank passes the same weights (build with the same seed, or
+    ``broadcast_state`` from rank 0) and keeps only its tower, rank r = tower r. The
+    output is the full logits on every rank, equal to ``model(x)``.
+    """
+
+    def __init__(self, model, communicator=None):
+        super().__init__()
+        communicator = communicator or distributed_comm.world()
+        if not isinstance(model, AlexNet) or model.towers < 2:
+            raise ValueError("ModelParallelAlexNet: needs a two-tower AlexNet "
+                             "(architectures.alexnet.alexnet)")
+        if communicator.size != model.towers:
+            raise ValueError(f"ModelParallelAlexNet: the model has {model.towers} towers, one "
+                             f"per rank, but the job has {communicator.size} ranks (run with "
+                             f"mpirun -np {model.towers})")
+        self.communicator = communicator
+        self.in_channels, self.min_input_size = model.in_channels, model.min_input_size
+        self.tower = AlexNetTower(model, communicator.rank)
+
+    def forward(self, x):
+        check_input("ModelParallelAlexNet", x, self.in_channels, self.min_input_size)
+        if x.requires_grad:                  # only then is the image's gradient wanted
+            x = model_parallel.Replicate(self.communicator)(x)
+        stages = self.tower.stages
+        for index, stage in enumerate(stages):
+            last = index == len(stages) - 1
+            x = model_parallel.exchange(stage(x), self.communicator, replicated=last)
+        return x
+
+
+def tower_parameter_pairs(model, tower_module, tower):
+    """[(name, tower parameter, ``model``'s parameter, rows)] for every weight and bias.
+
+    ``rows`` (a slice) is the block of the full parameter the tower's was cut from —
+    rows ``tower_rows(out, tower)`` of every convolution's and linear layer's weight and
+    bias, what ``AlexNetTower`` copied — so ``full.data[rows]`` and ``full.grad[rows]``
+    are what the tower's parameter and gradient must equal.
+    """
+    tower_layers = [layer for stage in tower_module.stages for layer in stage]
+    full_layers = model.layers()
+    if len(tower_layers) != len(full_layers):
+        raise ValueError(f"tower_parameter_pairs: the tower has {len(tower_layers)} layers, "
+                         f"the model {len(full_layers)}")
+    pairs = []
+    for index, (part, whole) in enumerate(zip(tower_layers, full_layers)):
+        if not isinstance(whole, (nn.Conv2d, nn.Linear)):
+            continue
+        out = whole.weight.shape[0]
+        rows = tower_rows(out, tower, model.towers)
+        for name in ("weight", "bias"):
+            mine, full = getattr(part, name), getattr(whole, name)
+            if mine is not None:
+                pairs.append((f"layer{index}.{name}", mine, full, rows))
+    return pairs
 
 
 # -------------------------------------------------------------------- one weird trick

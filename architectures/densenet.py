@@ -56,7 +56,7 @@ Here a block allocates its whole output, (N, k₀ + L·k, H, W), once. The block
 copied into the first k₀ channels; each layer reads the *prefix* of the buffer that is
 filled so far (a view, no copy) and its k new channels are written into the next slice.
 Copies per block: k₀ + L·k channel maps (linear), one buffer alive instead of L
-concatenations. The write is a differentiable operation, ``ConcatIntoBuffer``: its
+concatenations. The write is a differentiable operation, ``F.concat_into_buffer``: its
 forward fills the slice and returns the longer prefix view; its backward hands the
 prefix part of the incoming gradient (a view) to the shorter prefix and the new slice to
 the layer that produced it. Earlier views stay valid because a layer only ever writes
@@ -81,7 +81,6 @@ from collections import OrderedDict
 from minicnn import functional as F
 from minicnn import nn
 from minicnn.backend import get_array_module
-from minicnn.tensor import Function
 from architectures import register
 
 # ----------------------------------------------------------------------------- the tables
@@ -104,47 +103,6 @@ CIFAR_CONFIGS = {
 
 BOTTLENECK_WIDTH = 4     # DenseNet-B: the 1×1 conv produces 4k channels
 COMPRESSION = 0.5        # DenseNet-C: θ
-
-
-# ----------------------------------------------------------------------------- concatenation
-class ConcatIntoBuffer(Function):
-    """[prefix, new] along channels, where ``prefix`` already lives in ``storage``.
-
-    ``storage`` is a block's preallocated output (N, H, W, C_total) in channels-last memory
-    (the layout of every convolution output, so the copies in and the 1×1 convolutions
-    reading the buffer stay cheap). With ``start`` = prefix channels and k = new channels:
-
-        forward   storage[..., start:start+k] = new;   y = storage[..., :start+k]  (a view)
-        backward  g_prefix = gy[:, :start],  g_new = gy[:, start:]                  (views)
-
-    Called with only ``new`` (and start = 0) it places the block input.
-    """
-
-    def __init__(self, storage, start):
-        self.storage, self.start = storage, start
-
-    def forward(self, *arrays):
-        *prefix, new = arrays
-        xp = get_array_module(new)
-        view = self.storage.transpose(0, 3, 1, 2)          # NCHW view of NHWC memory
-        stop = self.start + new.shape[1]
-        if prefix and (prefix[0].shape[1] != self.start
-                       or not xp.may_share_memory(prefix[0], self.storage)):
-            raise ValueError(f"ConcatIntoBuffer: the prefix must be the buffer's first "
-                             f"{self.start} channels, got an array of shape {prefix[0].shape} "
-                             "that is not a view of the buffer")
-        if new.shape[0] != view.shape[0] or new.shape[2:] != view.shape[2:] \
-                or stop > view.shape[1]:
-            raise ValueError(f"ConcatIntoBuffer: cannot write {new.shape} at channel "
-                             f"{self.start} of a buffer of shape {view.shape}")
-        self.has_prefix = bool(prefix)
-        view[:, self.start:stop] = new
-        return view[:, :stop]
-
-    def backward(self, gy):
-        if self.has_prefix:
-            return gy[:, :self.start], gy[:, self.start:]
-        return gy
 
 
 # ----------------------------------------------------------------------------- modules
@@ -199,9 +157,10 @@ class DenseBlock(nn.Module):
             return features
         n, _, h, w = x.shape
         storage = get_array_module(x.data).empty((n, h, w, self.out_channels), dtype=x.dtype)
-        features = ConcatIntoBuffer(storage, 0)(x)
+        features = F.concat_into_buffer(storage, 0, x)
         for layer in layers:
-            features = ConcatIntoBuffer(storage, features.shape[1])(features, layer(features))
+            features = F.concat_into_buffer(storage, features.shape[1], layer(features),
+                                            prefix=features)
         return features
 
     def extra_repr(self):

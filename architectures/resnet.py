@@ -63,8 +63,6 @@ from collections import OrderedDict
 
 from minicnn import functional as F
 from minicnn import nn
-from minicnn.backend import get_array_module
-from minicnn.tensor import Function
 from architectures import register
 
 # ----------------------------------------------------------------------------- the tables
@@ -120,41 +118,6 @@ def drop_path_rates(num_blocks, drop_path_rate):
     return [drop_path_rate * (l + 1) / num_blocks for l in range(num_blocks)]
 
 
-class _ZeroPadSubsample(Function):
-    """Option A's shortcut: y = [x[:, :, ::s, ::s], 0, ..., 0] along the channel axis.
-
-        forward   y[:, :C] = x subsampled by s in H and W;  y[:, C:] = 0
-        backward  gx = 0 except gx[:, :, ::s, ::s] = gy[:, :C]
-
-    Written as one Function (not getitem + pad) to cost one strided copy each way. The
-    output is allocated channels-last, like every convolution output it is added to.
-    """
-
-    def __init__(self, out_channels, stride):
-        self.out_channels, self.stride = out_channels, stride
-
-    def forward(self, x):
-        xp = get_array_module(x)
-        n, c, h, w = x.shape
-        s = self.stride
-        if self.out_channels < c:
-            raise ValueError(f"zero-padding shortcut: cannot pad {c} channels down to "
-                             f"{self.out_channels}")
-        self.input_shape, self.dtype = x.shape, x.dtype
-        ho, wo = -(-h // s), -(-w // s)
-        y = xp.zeros((n, ho, wo, self.out_channels), dtype=x.dtype).transpose(0, 3, 1, 2)
-        y[:, :c] = x[:, :, ::s, ::s]
-        return y
-
-    def backward(self, gy):
-        xp = get_array_module(gy)
-        n, c, h, w = self.input_shape
-        s = self.stride
-        gx = xp.zeros((n, h, w, c), dtype=self.dtype).transpose(0, 3, 1, 2)
-        gx[:, :, ::s, ::s] = gy[:, :c]
-        return gx
-
-
 class ZeroPadShortcut(nn.Module):
     """Shortcut option A (§4.1): identity on the old channels, zeros for the new ones,
     subsampling by the stride. No parameters, so a plain CIFAR ResNet has exactly as many
@@ -168,7 +131,7 @@ class ZeroPadShortcut(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"ZeroPadShortcut: expected (N, {self.in_channels}, H, W) input, "
                              f"got shape {x.shape}")
-        return _ZeroPadSubsample(self.out_channels, self.stride)(x)
+        return F.zero_pad_subsample(x, self.out_channels, self.stride)
 
     def extra_repr(self):
         return f"{self.in_channels} -> {self.out_channels}, stride={self.stride}"
@@ -273,14 +236,26 @@ class _PreActivationUnit(nn.Module):
     """What both pre-activation units share: y = x + F(x), nothing after the sum.
 
     With the identity kept clean, x_L = x_l + Σ F(x_i) for any deeper L: the gradient
-    reaches every unit directly (Eq. 4-5 of "Identity Mappings"). A projection shortcut has
-    weights, so like every weighted layer it reads the pre-activated input.
+    reaches every unit directly (Eq. 4-5 of "Identity Mappings").
+
+    ``shortcut_input`` says what the shortcut reads: ``"input"``, x itself (the identity,
+    and the zero-padding shortcut, which must stay an identity on the old channels), or
+    ``"activated"``, relu(BN(x)) — what a projection reads in the authors' code: it has
+    weights, and like every weighted layer of the unit it sees the pre-activated input.
     """
     preactivation = True
+    SHORTCUT_INPUTS = ("input", "activated")
 
-    def _finish_init(self, shortcut, drop_path):
+    def _finish_init(self, shortcut, drop_path, shortcut_input):
+        if shortcut_input not in self.SHORTCUT_INPUTS:
+            raise ValueError(f"{type(self).__name__}: shortcut_input must be one of "
+                             f"{self.SHORTCUT_INPUTS}, got {shortcut_input!r}")
+        if shortcut is None and shortcut_input != "input":
+            raise ValueError(f"{type(self).__name__}: the identity shortcut (shortcut=None) "
+                             f"reads the unit's input; shortcut_input='activated' needs a "
+                             f"shortcut module")
         self.shortcut = nn.Identity() if shortcut is None else shortcut
-        self.shortcut_reads_activation = self.shortcut.num_parameters() > 0
+        self.shortcut_reads_activation = shortcut_input == "activated"
         self.drop_path = nn.DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x):
@@ -296,14 +271,15 @@ class PreActBasicBlock(_PreActivationUnit):
     """
     expansion = 1
 
-    def __init__(self, in_channels, channels, stride=1, shortcut=None, drop_path=0.0):
+    def __init__(self, in_channels, channels, stride=1, shortcut=None, drop_path=0.0,
+                 shortcut_input="input"):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.relu = nn.ReLU()
         self.conv1 = conv3x3(in_channels, channels, stride)
         self.bn2 = nn.BatchNorm2d(channels)
         self.conv2 = conv3x3(channels, channels)
-        self._finish_init(shortcut, drop_path)
+        self._finish_init(shortcut, drop_path, shortcut_input)
 
     def residual(self, activated):
         """F applied to the already pre-activated input relu(BN(x))."""
@@ -322,7 +298,8 @@ class PreActBottleneck(_PreActivationUnit):
     """
     expansion = 4
 
-    def __init__(self, in_channels, channels, stride=1, shortcut=None, drop_path=0.0):
+    def __init__(self, in_channels, channels, stride=1, shortcut=None, drop_path=0.0,
+                 shortcut_input="input"):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.relu = nn.ReLU()
@@ -331,7 +308,7 @@ class PreActBottleneck(_PreActivationUnit):
         self.conv2 = conv3x3(channels, channels, stride)
         self.bn3 = nn.BatchNorm2d(channels)
         self.conv3 = conv1x1(channels, channels * self.expansion)
-        self._finish_init(shortcut, drop_path)
+        self._finish_init(shortcut, drop_path, shortcut_input)
 
     def residual(self, activated):
         x = self.relu(self.bn2(self.conv1(activated)))
@@ -423,22 +400,25 @@ class ResNet(nn.Module):
         return nn.Sequential(layers)
 
     def _make_shortcut(self, in_channels, out_channels, stride):
+        """(shortcut module or None for the identity, what a pre-activation unit feeds it)."""
         shapes_change = stride != 1 or in_channels != out_channels
         if self.shortcut_option == "A" and shapes_change:
-            return ZeroPadShortcut(in_channels, out_channels, stride)
+            return ZeroPadShortcut(in_channels, out_channels, stride), "input"
         if shapes_change or self.shortcut_option == "C":
             return projection_shortcut(in_channels, out_channels, stride, self.avg_down,
-                                       batch_norm=not self.block.preactivation)
-        return None
+                                       batch_norm=not self.block.preactivation), "activated"
+        return None, "input"
 
     def _make_stage(self, in_channels, width, depth, stride, rates, block_options):
         out_channels = width * self.block.expansion
         blocks = []
         for i in range(depth):
             block_stride = stride if i == 0 else 1
-            shortcut = self._make_shortcut(in_channels, out_channels, block_stride)
+            shortcut, shortcut_input = self._make_shortcut(in_channels, out_channels,
+                                                           block_stride)
+            wiring = {"shortcut_input": shortcut_input} if self.block.preactivation else {}
             blocks.append(self.block(in_channels, width, block_stride, shortcut,
-                                     drop_path=next(rates), **block_options))
+                                     drop_path=next(rates), **wiring, **block_options))
             in_channels = out_channels
         return nn.Sequential(*blocks), out_channels
 

@@ -6,11 +6,13 @@ receptive field — the table every course on CNN architectures puts on its slid
 
 How the table is made
 ---------------------
-One forward pass **at batch 1**, in eval mode and under ``no_grad()``, with a forward hook
-(``Module.register_forward_hook``) on every module. A layer's hook sees its input and
-output, which gives the output shape; everything else in the table is arithmetic on those
-shapes and the layer's settings, multiplied by the batch size. The requested batch itself
-never runs: VGG-16 at batch 128 would need tens of GB.
+One forward pass **at batch 1**, in eval mode and under ``no_grad()``, traced by
+``minicnn.trace.trace_forward``: every module call with its input and output, every
+operation between them. That gives each layer's output shape; everything else in the
+table is arithmetic on those shapes and the layer's settings (its FLOPs by the rules in
+``minicnn.flops``), multiplied by the batch size. The requested batch itself never runs:
+VGG-16 at batch 128 would need tens of GB. This module collects the rows and totals;
+``minicnn.report`` lays them out as text, Markdown or CSV.
 
 A *layer* (a row) is a module without children, or a container that owns parameters
 itself (its own parameters only). A module called twice (a shared ReLU) gives two rows;
@@ -85,23 +87,25 @@ from collections import OrderedDict
 
 import numpy as np
 
-from minicnn import nn
 from minicnn.backend import get_array_module
+from minicnn.flops import CATEGORIES, adaptive_window_lengths, layer_flops
+from minicnn.nn.conv import Conv2d
+from minicnn.nn.layers import Flatten, Identity, Linear
+from minicnn.nn.pool import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d,
+                             GlobalAvgPool2d, MaxPool2d)
+from minicnn.report import render_csv, render_table
 from minicnn.tensor import Tensor, no_grad
-from minicnn.trace import input_shape, tensors_in, trace_forward
+from minicnn.trace import input_shape, sample_input, tensors_in, trace_forward
 
-CATEGORIES = ("conv", "linear", "pool", "bias", "norm", "act", "add", "other")
 DEFAULT_COUNT = ("conv", "linear", "pool")
 FORMATS = ("text", "markdown", "csv", "dict")
 BYTES_PER_VALUE = 4                 # the rule of thumb is stated for float32
 ACTIVATION_COPIES = 2               # output + its gradient
 PARAMETER_COPIES = 3                # value + gradient + one optimizer slot
 
-ACTIVATION_LAYERS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.ScaledTanh,
-                     nn.SiLU, nn.HardSigmoid, nn.HardSwish, nn.Softmax)
-WINDOW_POOLS = (nn.MaxPool2d, nn.AvgPool2d)
-ADAPTIVE_POOLS = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.GlobalAvgPool2d)
-VIEW_LAYERS = (nn.Flatten, nn.Identity)       # their output is their input, reshaped
+WINDOW_POOLS = (MaxPool2d, AvgPool2d)
+ADAPTIVE_POOLS = (AdaptiveAvgPool2d, AdaptiveMaxPool2d, GlobalAvgPool2d)
+VIEW_LAYERS = (Flatten, Identity)       # their output is their input, reshaped
 
 
 # ===================================================================== receptive fields
@@ -177,9 +181,9 @@ class _FieldTracker:
 def _layer_field(module, field, input_shape, output_shape):
     """The receptive field after ``module`` given the field of its input."""
     field = field or Field.PIXEL
-    if isinstance(module, nn.Linear):
+    if isinstance(module, Linear):
         return Field.ALL
-    if isinstance(module, (nn.Conv2d,) + WINDOW_POOLS):
+    if isinstance(module, (Conv2d,) + WINDOW_POOLS):
         return field.through(module.kernel_size, module.stride,
                              getattr(module, "dilation", (1, 1)))
     spatial_in, spatial_out = input_shape[2:], output_shape[2:]
@@ -188,7 +192,7 @@ def _layer_field(module, field, input_shape, output_shape):
             return field
         if spatial_out == (1, 1):
             return Field.ALL
-        kernel = tuple(max(_adaptive_windows(i, o)) for i, o in zip(spatial_in, spatial_out))
+        kernel = tuple(max(adaptive_window_lengths(i, o)) for i, o in zip(spatial_in, spatial_out))
         return field.through(kernel, tuple(i // o for i, o in zip(spatial_in, spatial_out)))
     if len(input_shape) == 4 and len(output_shape) == 4:
         if spatial_in == spatial_out:
@@ -203,14 +207,9 @@ def _layer_field(module, field, input_shape, output_shape):
         # non-overlapping windows (kernel = stride = input/output), as in LeNet's S2.
         stride = tuple(max(1, i // o) for i, o in zip(spatial_in, spatial_out))
         return field.through(stride, stride)
-    if len(output_shape) < len(input_shape) and not isinstance(module, nn.Flatten):
+    if len(output_shape) < len(input_shape) and not isinstance(module, Flatten):
         return Field.ALL
     return field
-
-
-def _adaptive_windows(size_in, size_out):
-    """Window lengths of adaptive pooling: [floor(i·n/m), ceil((i+1)·n/m)) for i < m."""
-    return [-(-(i + 1) * size_in // size_out) - (i * size_in // size_out) for i in range(size_out)]
 
 
 # ====================================================================== rows and FLOPs
@@ -240,46 +239,11 @@ def _shape(value):
     return tuple(tensors[0].shape) if tensors else ()
 
 
-def _count_flops(module, input_shape, output_shape, activations):
-    """FLOPs of one sample through ``module``, by category (see the module docstring)."""
-    flops = dict.fromkeys(CATEGORIES, 0)
-    if isinstance(module, nn.Conv2d):
-        kh, kw = module.kernel_size
-        flops["conv"] = activations * kh * kw * (module.in_channels // module.groups) * 2
-        flops["bias"] = activations if module.bias is not None else 0
-    elif isinstance(module, nn.Linear):
-        positions = int(np.prod(output_shape[1:-1])) if len(output_shape) > 2 else 1
-        flops["linear"] = 2 * module.in_features * module.out_features * positions
-        flops["bias"] = module.out_features * positions if module.bias is not None else 0
-    elif isinstance(module, WINDOW_POOLS):
-        kh, kw = module.kernel_size
-        flops["pool"] = activations * kh * kw
-    elif isinstance(module, ADAPTIVE_POOLS):
-        (h_in, w_in), (h_out, w_out) = input_shape[2:], output_shape[2:]
-        areas = sum(_adaptive_windows(h_in, h_out)) * sum(_adaptive_windows(w_in, w_out))
-        flops["pool"] = output_shape[1] * areas
-    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        flops["norm"] = 2 * activations
-    elif isinstance(module, nn.LocalResponseNorm):
-        flops["norm"] = (2 * module.size + 4) * activations
-    elif isinstance(module, ACTIVATION_LAYERS):
-        flops["act"] = activations
-    elif hasattr(module, "count_flops"):
-        reported = module.count_flops(input_shape, output_shape)
-        for category, value in (reported.items() if isinstance(reported, dict)
-                                else [("other", reported)]):
-            if category not in CATEGORIES:
-                raise ValueError(f"summary: {type(module).__name__}.count_flops returned the "
-                                 f"category {category!r}; known: {', '.join(CATEGORIES)}")
-            flops[category] += int(value)
-    return flops
-
-
 def _settings(row, module, input_shape):
     """Fill the channel / kernel / stride / padding / groups columns from the module."""
     if len(input_shape) >= 2:
         row.in_channels = input_shape[1]
-    if isinstance(module, nn.Conv2d):
+    if isinstance(module, Conv2d):
         row.kernel, row.stride, row.padding = module.kernel_size, module.stride, module.padding
         row.groups = module.groups
     elif isinstance(module, WINDOW_POOLS):
@@ -288,11 +252,7 @@ def _settings(row, module, input_shape):
 
 def _collect(model, input_shape):
     """Trace a batch-1 pass and turn it into rows (input row first) plus the trace."""
-    parameter = next(iter(model.parameters()), None)
-    xp = get_array_module(parameter.data) if parameter is not None else np
-    dtype = parameter.dtype if parameter is not None else np.float32
-    sample = np.random.default_rng(0).standard_normal((1,) + tuple(input_shape))
-    trace = trace_forward(model, Tensor(xp.asarray(sample, dtype=dtype)))
+    trace = trace_forward(model, sample_input(model, input_shape))
     fields = _FieldTracker(trace)
 
     first = Row("input", "Input")
@@ -319,7 +279,7 @@ def _collect(model, input_shape):
         input_field = Field.merge([fields.of(t) for t in tensors_in(call.inputs)])
         if call.is_leaf:
             row.activations = sum(int(np.prod(t.shape[1:])) for t in out_tensors)
-            row.flops = _count_flops(call.module, in_shape, out_shape, row.activations)
+            row.flops = layer_flops(call.module, in_shape, out_shape)
             row.stores_activations = not isinstance(call.module, VIEW_LAYERS)
             row.field = _layer_field(call.module, input_field, in_shape, out_shape)
             for t in out_tensors:
@@ -522,8 +482,8 @@ def summary(model, input_size, batch_size=1, in_channels=None, format="text", de
     if format == "dict":
         return report
     if format == "csv":
-        return _render_csv(report)
-    return _render_table(report, markdown=(format == "markdown"))
+        return render_csv(report)
+    return render_table(report, markdown=(format == "markdown"))
 
 
 def _totals(rows, additions, trace, fields):
@@ -574,135 +534,3 @@ def _as_dict(model, shape, batch_size, count, rows, totals, unused, additions):
         "unused_params": unused, "memory_estimate_bytes": _memory_estimate(totals, batch_size),
         "measured": None,
     }
-
-
-# ========================================================================= rendering
-
-COLUMNS = ("name", "type", "channels", "kernel", "stride", "pad", "groups", "out C",
-           "out H×W", "#act", "#params", "FLOPs", "act mem", "param mem", "RF", "jump")
-
-
-def _pair_text(pair):
-    if pair is None:
-        return ""
-    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}×{pair[1]}"
-
-
-def _cells(row):
-    shape = row["output_shape"]
-    hw = f"{shape[1]}×{shape[2]}" if len(shape) == 3 else ""
-    conv_like = row["kernel"] is not None or row["layers"] > 1 and row["name"] != "total"
-    channels = f"{row['in_channels']}→{row['out_channels']}" if conv_like else ""
-    return [row["name"], row["type"] + (f" ({row['layers']} layers)" if row["layers"] > 1
-                                        and row["name"] != "total" else ""),
-            channels, "" if row["kernel"] is None else "×".join(map(str, row["kernel"])),
-            _pair_text(row["stride"]),
-            _pair_text(row["padding"]), "" if row["groups"] in (None, 1) else str(row["groups"]),
-            "" if row["out_channels"] is None else str(row["out_channels"]), hw,
-            f"{row['activations']:,}", f"{row['params']:,}", f"{row['flops']:,}",
-            _bytes(row["activation_bytes"]), _bytes(row["param_bytes"]),
-            _field_text(row["receptive_field"]), _field_text(row["jump"])]
-
-
-def _field_text(value):
-    return "" if value is None else value if isinstance(value, str) else _pair_text(value)
-
-
-def _bytes(n):
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:,.1f} {unit}"
-    return f"{n} B"
-
-
-def _flops_text(n):
-    for unit, size in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return str(n)
-
-
-def _render_table(report, markdown):
-    rows = [_cells(r) for r in report["rows"]]
-    total = _cells(report["total"])
-    total[1] = ""
-    numeric = set(range(9, 14))
-    title = (f"{report['model']}: input {'×'.join(map(str, report['input_shape']))}, "
-             f"batch {report['batch_size']}")
-    if markdown:
-        line = lambda cells: "| " + " | ".join(cells) + " |"
-        rule = "|" + "|".join("---:" if i in numeric else "---" for i in range(len(COLUMNS))) + "|"
-        lines = [f"**{title}**", "", line(list(COLUMNS)), rule]
-        lines += [line(r) for r in rows]
-        lines.append(line([f"**{v}**" if v else v for v in total]))
-        lines.append("")
-    else:
-        table = [list(COLUMNS)] + rows + [total]
-        widths = [max(len(r[i]) for r in table) for i in range(len(COLUMNS))]
-        fmt = lambda cells: "  ".join(v.rjust(widths[i]) if i in numeric or i >= 14 else
-                                      v.ljust(widths[i]) for i, v in enumerate(cells)).rstrip()
-        rule = "-" * len(fmt(list(COLUMNS)))
-        lines = [title, rule, fmt(list(COLUMNS)), rule] + [fmt(r) for r in rows]
-        lines += [rule, fmt(total), rule]
-    lines += _footer(report)
-    return "\n".join(lines)
-
-
-def _footer(report):
-    B = report["batch_size"]
-    total = report["total"]
-    by_category = total["flops_by_category"]
-    counted = ", ".join(f"{c} {_flops_text(by_category[c])}" for c in report["count"])
-    uncounted = ", ".join(f"{c} {_flops_text(v)}" for c, v in report["uncounted_flops"].items())
-    act = total["activation_bytes"]
-    par = total["param_bytes"]
-    lines = [
-        f"FLOPs (forward, batch {B}, multiply-add = 2): {_flops_text(total['flops'])} = {counted}.",
-        f"Not in the FLOPs column (pass count= to include): {uncounted}. Residual additions "
-        f"and concatenations are functional operations, not layers: no row, only the "
-        f"'add' total.",
-        f"Memory rule of thumb (float32, training): activations 2·B·Σ#act·4 B = {_bytes(act)}, "
-        f"parameters 3·Σ#params·4 B = {_bytes(par)}, total {_bytes(act + par)}.",
-        f"Parameters: {total['params']:,}.",
-    ]
-    if report["unused_params"]:
-        lines.append(f"Not used by this forward pass (e.g. auxiliary classifiers in eval "
-                     f"mode), so in no row: {report['unused_params']:,} parameters.")
-    measured = report["measured"]
-    if measured:
-        ratio = measured["peak_bytes"] / max(1, measured["estimate_bytes"])
-        lines.append(
-            f"Measured training step at batch {measured['batch_size']}: peak "
-            f"{_bytes(measured['peak_bytes'])} (parameters and buffers "
-            f"{_bytes(measured['resident_bytes'])} + tracemalloc peak of NumPy allocations "
-            f"{_bytes(measured['step_peak_bytes'])}) vs rule of thumb "
-            f"{_bytes(measured['estimate_bytes'])} (ratio {ratio:.2f}); peak RSS grew by "
-            f"{_bytes(measured['rss_growth_bytes'])}; {measured['seconds']:.2f} s.")
-    return lines
-
-
-def _render_csv(report):
-    import csv
-    import io
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    head = ["name", "type", "layers", "in_channels", "out_channels", "kernel_h", "kernel_w",
-            "stride_h", "stride_w", "pad_h", "pad_w", "groups", "out_c", "out_h", "out_w",
-            "activations", "params", "flops"] + [f"flops_{c}" for c in CATEGORIES] + [
-            "activation_bytes", "param_bytes", "rf_h", "rf_w", "jump_h", "jump_w"]
-    writer.writerow(head)
-    for row in report["rows"] + [report["total"]]:
-        shape = tuple(row["output_shape"]) + ("",) * 3
-        pair = lambda p: ("", "") if p is None else (p, p) if isinstance(p, str) else p
-        field, jump = pair(row["receptive_field"]), pair(row["jump"])
-        writer.writerow([row["name"], row["type"], row["layers"],
-                         _blank(row["in_channels"]), _blank(row["out_channels"]),
-                         *pair(row["kernel"]), *pair(row["stride"]), *pair(row["padding"]),
-                         _blank(row["groups"]), *shape[:3], row["activations"], row["params"],
-                         row["flops"], *[row["flops_by_category"][c] for c in CATEGORIES],
-                         row["activation_bytes"], row["param_bytes"], *field, *jump])
-    return buffer.getvalue()
-
-
-def _blank(value):
-    return "" if value is None else value

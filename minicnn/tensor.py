@@ -109,6 +109,11 @@ def _as_array(value, dtype=None):
 
 # ----------------------------------------------------------------------------- Tensor
 
+# Tensor's operators (``a + b``, ``x @ w``, ``x.sum()``) are the Functions of
+# minicnn.functional, which is built on the classes of this file: that package imports
+# this module and then hands itself over here (``F``), so the two never import each other.
+F = None
+
 class Tensor:
     """An array plus what autograd needs: ``grad``, ``requires_grad`` and its creator.
 
@@ -350,13 +355,6 @@ class Function:
     def release(self):
         """Drop inputs and saved arrays once backward is done: activations are freed."""
         self.saved = None
-        # Transitional: Functions not yet written with save_for_backward keep arrays as
-        # attributes; sweep those too until every Function saves explicitly.
-        keep = {"output_specs", "needs_input_grad", "saved"}
-        for name in [n for n in vars(self) if n not in keep and not n.startswith("__")]:
-            value = getattr(self, name)
-            if isinstance(value, (np.ndarray, list, tuple, Tensor)) or hasattr(value, "__cuda_array_interface__"):
-                delattr(self, name)
         self.inputs = None
 
 
@@ -403,5 +401,3 @@ def sum_to(grad, shape):
     grad = grad.sum(axis=axes, keepdims=True)
     return grad.reshape(shape)
 
-
-from minicnn import functional as F  # noqa: E402  (functional builds on the classes above)

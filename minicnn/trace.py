@@ -13,8 +13,9 @@ hooks — nothing is patched — and returns a ``ForwardTrace``:
 """
 import numpy as np
 
-from minicnn import nn
-from minicnn.nn.module import observe_module_calls
+from minicnn.backend import get_array_module
+from minicnn.nn.conv import Conv2d
+from minicnn.nn.module import Parameter, observe_module_calls
 from minicnn.tensor import Tensor, no_grad, observe_functions
 
 
@@ -36,7 +37,7 @@ class OperationCall:
         tensors = [x for x in inputs if isinstance(x, Tensor)]
         self.input_ids = [id(x) for x in tensors]
         self.input_shapes = [tuple(x.shape) for x in tensors]
-        self.input_is_parameter = [isinstance(x, nn.Parameter) for x in tensors]
+        self.input_is_parameter = [isinstance(x, Parameter) for x in tensors]
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
         self.output_ids = [id(y) for y in outputs]
         self.output_shape = tuple(outputs[0].shape)
@@ -113,6 +114,17 @@ def trace_forward(model, x):
     return trace
 
 
+def sample_input(model, shape, seed=0):
+    """A random batch-1 input of per-sample ``shape`` for tracing ``model``: on the device
+    and in the dtype of its parameters (a GPU model is traced with a CuPy array), float32
+    on the CPU for a model without parameters."""
+    parameter = next(iter(model.parameters()), None)
+    xp = get_array_module(parameter.data) if parameter is not None else np
+    dtype = parameter.dtype if parameter is not None else np.float32
+    sample = np.random.default_rng(seed).standard_normal((1,) + tuple(shape))
+    return Tensor(xp.asarray(sample, dtype=dtype))
+
+
 def tensors_in(value):
     """The Tensors in a value: a Tensor, or nested tuples and lists of them."""
     if isinstance(value, Tensor):
@@ -151,7 +163,7 @@ def input_shape(model, input_size, in_channels=None, caller="input_shape"):
     if min(spatial) < 1:
         raise ValueError(f"{caller}: input_size must be positive, got {spatial}")
     if in_channels is None:
-        first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+        first_conv = next((m for m in model.modules() if isinstance(m, Conv2d)), None)
         if first_conv is None:
             raise ValueError(f"{caller}: input_size gives no channel count and the model has "
                              "no Conv2d to infer it from; pass in_channels= or (C, H, W)")

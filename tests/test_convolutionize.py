@@ -155,3 +155,42 @@ def test_unsupported_structures_are_rejected_with_a_reason():
     with pytest.raises(ValueError, match="unequal"):
         convolutionize(nn.Sequential(nn.Conv2d(1, 2, 3), nn.AdaptiveAvgPool2d(3), nn.Flatten(),
                                      nn.Linear(18, 4)), 7)
+
+
+def test_the_tracing_input_is_made_by_the_models_array_module(monkeypatch):
+    """convolutionize traces with an input made by the array module of the model's
+    parameters (before: NumPy always, which a GPU model cannot read)."""
+    import minicnn.trace as trace_module
+
+    class Marked(np.ndarray):
+        """An array made by the model's array module (CuPy for a GPU model)."""
+
+    class ModelsArrayModule:
+        @staticmethod
+        def asarray(array, dtype=None):
+            return np.asarray(array, dtype=dtype).view(Marked)
+
+    traced_inputs = []
+    real_trace_forward = trace_module.trace_forward
+
+    def recording_trace_forward(model, x):
+        traced_inputs.append(x.data)
+        return real_trace_forward(model, Tensor(np.asarray(x.data)))
+    monkeypatch.setattr(trace_module, "get_array_module", lambda *arrays: ModelsArrayModule)
+    monkeypatch.setattr(trace_module, "trace_forward", recording_trace_forward)
+    convolutionize(lenet5(), 28)
+    assert traced_inputs and all(isinstance(x, Marked) for x in traced_inputs)
+    assert all(x.dtype == np.float64 for x in traced_inputs)
+
+
+@pytest.mark.gpu
+def test_convolutionize_a_gpu_model():
+    from minicnn.backend import gpu_available
+    if not gpu_available():
+        pytest.skip("needs a CUDA GPU and CuPy")
+    model = lenet5().to("gpu")
+    conv = convolutionize(model, 28)
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28))
+    out = run(conv, Tensor(x).to("gpu").data)
+    np.testing.assert_allclose(out.get()[:, :, 0, 0], run(model, Tensor(x).to("gpu").data).get(),
+                               rtol=1e-10, atol=1e-10)

@@ -461,7 +461,7 @@ def test_timeout_setting_is_checked(monkeypatch):
 
 
 def test_model_parallel_needs_a_two_tower_alexnet():
-    from minicnn.distributed.model_parallel import ModelParallelAlexNet
+    from architectures.alexnet import ModelParallelAlexNet
     with pytest.raises(ValueError, match="needs a two-tower AlexNet"):
         ModelParallelAlexNet(nn.Linear(2, 2), SingleProcess())
 

@@ -137,3 +137,125 @@ def test_on_gpu(device, function):
     y_cpu = function(Tensor(np.ones((6, 4, 5, 5), np.float32)), 0.5, True,
                      rng=np.random.default_rng(0)).numpy()
     np.testing.assert_array_equal(y_host, y_cpu)
+
+
+# ============================================================================ reproducible on every device
+
+def test_the_generator_state_round_trips():
+    """rng_state() / set_rng_state(): what a checkpoint saves and a resume restores."""
+    x = Tensor(np.ones((3, 4, 5, 5)))
+    dropout_module.manual_seed(7)
+    F.dropout(x, 0.5, True)                                 # the run so far
+    saved = F.dropout.rng_state()
+    after = [f(x, 0.5, True).data for f in FUNCTIONS]
+    dropout_module.manual_seed(99)                          # a fresh process, reseeded
+    dropout_module.set_rng_state(saved)
+    resumed = [f(x, 0.5, True).data for f in FUNCTIONS]
+    for a, b in zip(after, resumed):
+        np.testing.assert_array_equal(a, b)
+
+
+class DeviceArrayModule:
+    """Stands in for CuPy: a module that is not NumPy, so dropout takes its GPU path."""
+    asarray = staticmethod(np.asarray)
+
+
+def test_gpu_masks_come_from_the_host_generator(monkeypatch):
+    """On the GPU each draw is computed from one seed taken from the host generator, so
+    restoring the host state restores the GPU masks (CuPy's global generator, used before,
+    was neither seeded by a resume nor saved by a checkpoint)."""
+    from minicnn.kernels.random import counter_uniform_reference
+    seeds = []
+
+    def device_draw(seed, shape, dtype):
+        seeds.append(seed)
+        return counter_uniform_reference(seed, shape, dtype)
+    monkeypatch.setattr(dropout_module, "counter_uniform_cuda", device_draw)
+    dropout_module.manual_seed(5)
+    saved = dropout_module.rng_state()
+    first = dropout_module._uniform(DeviceArrayModule, (4, 3), np.float32, None)
+    dropout_module.set_rng_state(saved)
+    again = dropout_module._uniform(DeviceArrayModule, (4, 3), np.float32, None)
+    np.testing.assert_array_equal(first, again)
+    assert len(seeds) == 2 and seeds[0] == seeds[1]
+    assert first.dtype == np.float32 and ((0 <= first) & (first < 1)).all()
+
+
+def test_counter_uniform_is_splitmix64():
+    """Element 0 from seed 0 is SplitMix64's first output, 0xE220A8397B1DCDAF."""
+    from minicnn.kernels.random import counter_uniform_reference
+    first = counter_uniform_reference(0, (1,), np.float64)[0]
+    assert first == (0xE220A8397B1DCDAF >> 11) * 2.0 ** -53
+    u = counter_uniform_reference(12345, (200_000,), np.float32)
+    assert u.dtype == np.float32 and u.min() >= 0 and u.max() < 1
+    assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
+
+
+def test_the_cuda_counter_uniform_equals_the_reference_when_run_on_the_host(tmp_path):
+    """The registered CUDA source, compiled as host C++ (``__device__`` defined away) and
+    run for every index: the numbers the GPU computes, checked without a GPU."""
+    import shutil
+    import subprocess
+    from minicnn.kernels.random import _COUNTER_UNIFORM_CUDA, counter_uniform_reference
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler on this machine")
+    program = tmp_path / "uniform.cpp"
+    program.write_text("#include <cstdio>\n#include <cstdlib>\n#define __device__\n"
+                       + _COUNTER_UNIFORM_CUDA + r"""
+int main(int argc, char** argv) {
+    unsigned long long seed = strtoull(argv[1], 0, 10);
+    for (unsigned long long i = 0; i < 1000; ++i)
+        printf("%.9e %.17e\n", (double)counter_uniform<float>(seed, i),
+               counter_uniform<double>(seed, i));
+}
+""")
+    binary = tmp_path / "uniform"
+    built = subprocess.run([compiler, "-O1", str(program), "-o", str(binary)],
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    for seed in (0, 1, 2 ** 63 - 1, 987654321):
+        out = subprocess.run([str(binary), str(seed)], capture_output=True, text=True,
+                             check=True).stdout
+        values = np.array([line.split() for line in out.splitlines()], dtype=np.float64)
+        np.testing.assert_array_equal(values[:, 0].astype(np.float32),
+                                      counter_uniform_reference(seed, (1000,), np.float32))
+        np.testing.assert_array_equal(values[:, 1],
+                                      counter_uniform_reference(seed, (1000,), np.float64))
+
+
+def test_the_cuda_counter_uniform_compiles_with_nvcc(tmp_path):
+    """As CuPy's ElementwiseKernel instantiates it, for float and double."""
+    import shutil
+    import subprocess
+    from minicnn.kernels.random import _COUNTER_UNIFORM_CUDA
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not installed on this machine")
+    unit = tmp_path / "uniform.cu"
+    unit.write_text(_COUNTER_UNIFORM_CUDA + "".join(f"""
+__global__ void draw_{T}(unsigned long long seed, long long n, {T}* u) {{
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)blockDim.x * gridDim.x)
+        u[i] = counter_uniform<{T}>(seed, (unsigned long long)i);
+}}""" for T in ("float", "double")))
+    result = subprocess.run([nvcc, "-c", str(unit), "-o", str(tmp_path / "uniform.o")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"nvcc failed:\n{result.stderr}"
+
+
+@pytest.mark.gpu
+def test_gpu_masks_are_the_reference_draws_and_resume_exactly():
+    from minicnn.kernels.random import counter_uniform_cuda, counter_uniform_reference
+    cupy = cupy_or_none()
+    if cupy is None:
+        pytest.skip("needs a CUDA GPU and CuPy")
+    for dtype in (np.float32, np.float64):
+        np.testing.assert_array_equal(counter_uniform_cuda(42, (3, 7), dtype).get(),
+                                      counter_uniform_reference(42, (3, 7), dtype))
+    x = Tensor(cupy.ones((4, 3, 5, 5), dtype=cupy.float32))
+    dropout_module.manual_seed(3)
+    saved = dropout_module.rng_state()
+    first = F.dropout(x, 0.5, True).numpy()
+    dropout_module.set_rng_state(saved)
+    np.testing.assert_array_equal(F.dropout(x, 0.5, True).numpy(), first)

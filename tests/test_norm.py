@@ -308,3 +308,67 @@ class TestNormOnDevice:
         y_cpu.sum().backward()
         y_gpu.sum().backward()
         np.testing.assert_allclose(cupy.asnumpy(gpu.grad), cpu.grad, rtol=1e-10, atol=1e-12)
+
+
+# ============================================================================ composed reference
+
+@settings(deadline=None, max_examples=15)
+@given(shapes, st.integers(0, 10**6), st.sampled_from(["nchw", "channels_last"]),
+       st.booleans())
+def test_batch_norm_equals_its_composition_of_mean_and_var(shape, seed, layout, affine):
+    """The fused Function and the ten-line composition agree, forward and every gradient."""
+    x, gamma, beta = bn_inputs(shape, seed, layout)
+    upstream = np.random.default_rng(seed + 1).standard_normal(shape)
+    results = []
+    for f in (lambda x, w, b: F.batch_norm(x, None, None, w, b),
+              lambda x, w, b: F.batch_norm_composed(x, w, b)):
+        xt = Tensor(x, requires_grad=True)
+        wt = Tensor(gamma, requires_grad=True) if affine else None
+        bt = Tensor(beta, requires_grad=True) if affine else None
+        y = f(xt, wt, bt)
+        y.backward(upstream)
+        results.append([y.data, xt.grad] + ([wt.grad, bt.grad] if affine else []))
+    for fused, composed in zip(*results):
+        np.testing.assert_allclose(fused, composed, rtol=1e-9, atol=1e-10)
+
+
+def test_batch_norm_saves_exactly_what_its_backward_reads():
+    """The input rows, μ, 1/σ and γ, all freed by the backward."""
+    x, gamma, beta = bn_inputs((4, 3, 2, 2), 0)
+    y = F.batch_norm(Tensor(x, requires_grad=True), None, None,
+                     Tensor(gamma, requires_grad=True), Tensor(beta, requires_grad=True))
+    function = y.creator
+    rows, mean, inv_std, weight = function.saved
+    assert rows.shape == (16, 3) and mean.shape == inv_std.shape == (3,)
+    np.testing.assert_array_equal(weight, gamma)
+    y.sum().backward()
+    assert function.saved is None and function.inputs is None
+
+
+def test_batch_norm_runs_its_reference_kernels_in_reference_mode(monkeypatch):
+    """kernels.batchnorm is in the kernel registry: ``kernel_mode("reference")`` (and
+    MINICNN_KERNELS=reference) runs the NumPy formulas where Numba runs otherwise, with
+    the same results."""
+    from minicnn.kernels.registry import KERNELS, kernel_mode
+    calls = []
+    for name in ("channel_stats", "backward_sums", "scale_shift", "scale_shift2"):
+        kernel = KERNELS[f"batchnorm_{name}"]
+        monkeypatch.setattr(kernel, "numba",
+                            lambda *a, _f=kernel.numba, _n=name: calls.append(_n) or _f(*a))
+    monkeypatch.setattr(bn_kernels, "SMALL", 0)              # Numba for every size
+    x, gamma, beta = bn_inputs((4, 3, 5, 6), 1, "channels_last")
+
+    def run():
+        xt, gt, bt = (Tensor(a, requires_grad=True) for a in (x, gamma, beta))
+        y = F.batch_norm(xt, None, None, gt, bt)
+        y.backward(np.cos(x))
+        return [y.data, xt.grad, gt.grad, bt.grad]
+    fast = run()
+    assert sorted(set(calls)) == ["backward_sums", "channel_stats", "scale_shift",
+                                  "scale_shift2"]
+    calls.clear()
+    with kernel_mode("reference"):
+        reference = run()
+    assert calls == []
+    for a, b in zip(fast, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

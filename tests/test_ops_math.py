@@ -641,3 +641,27 @@ def test_loss_errors():
 def test_pow_refuses_a_tensor_exponent():
     with pytest.raises(TypeError, match="pow: the exponent must be a Python number"):
         F.pow(Tensor(np.ones(2)), Tensor(np.ones(2)))
+
+
+def test_getitem_backward_scatters_with_cupyx_on_the_gpu(monkeypatch):
+    """CuPy has ``cupy.add.at`` only from version 12 and the ``gpu`` extra does not pin
+    it, so on the GPU the gradient is scattered with ``cupyx.scatter_add`` (every CuPy
+    has it). Here a stand-in for CuPy without ``add.at`` and a stand-in cupyx."""
+    import sys
+    import types
+    import minicnn.functional.shape as shape_module
+    scattered = []
+    fake_cupyx = types.ModuleType("cupyx")
+
+    def scatter_add(target, index, values):
+        scattered.append(index)
+        np.add.at(target, index, values)
+    fake_cupyx.scatter_add = scatter_add
+    cupy_before_12 = types.SimpleNamespace(zeros=np.zeros)       # no add.at
+    monkeypatch.setitem(sys.modules, "cupyx", fake_cupyx)
+    monkeypatch.setattr(shape_module, "get_array_module", lambda *arrays: cupy_before_12)
+    x = Tensor(np.arange(5.0), requires_grad=True)
+    index = np.array([0, 2, 2, 4, 2])
+    (x[index] * Tensor(np.array([1.0, 2.0, 3.0, 4.0, 5.0]))).sum().backward()
+    np.testing.assert_array_equal(x.grad, [1.0, 0.0, 10.0, 0.0, 4.0])
+    assert len(scattered) == 1

@@ -611,3 +611,113 @@ def test_fused_adam_kernel_equals_the_array_formula(dtype, grad_order):
     for got, expected in zip(fused, reference):
         np.testing.assert_allclose(got, expected, rtol=tolerance, atol=tolerance)
     assert not np.allclose(fused[0], param)              # it did move
+
+
+# ============================================================================ state follows its parameter
+
+def model_with_one_weight(dtype=np.float32):
+    model = Module()
+    model.weight = Parameter(np.linspace(-1, 1, 6, dtype=dtype).reshape(2, 3))
+    return model
+
+
+def state_arrays(optimizer, p):
+    return [v for v in optimizer.state[p].values() if hasattr(v, "shape")]
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_optimizer_state_follows_a_dtype_change_of_its_parameter(name):
+    """Step in float32, ``model.double()``, step again: the moments are float64 too, and
+    the second step equals a float64 optimizer's fed the same history."""
+    model = model_with_one_weight()
+    optimizer = ALL[name](model.parameters())
+    model.weight.grad = np.full((2, 3), 0.25, np.float32)
+    optimizer.step()
+    model.double()
+    model.weight.grad = np.full((2, 3), -0.5)
+    optimizer.step()
+    assert model.weight.dtype == np.float64
+    assert all(a.dtype == np.float64 for a in state_arrays(optimizer, model.weight))
+
+
+class OtherDevice(np.ndarray):
+    """Stands in for a GPU array on a machine without one: a type of its own."""
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_optimizer_state_follows_its_parameter_to_another_device(name, monkeypatch):
+    """Step on the CPU, move the model, step again: the state must move with it (before,
+    the second step mixed a CuPy parameter with NumPy moments: a TypeError on a GPU)."""
+    from minicnn.optim import optimizer as optimizer_module
+    moves = []
+
+    def fake_device_of(array):
+        return "other" if isinstance(array, OtherDevice) else "cpu"
+
+    def fake_to_device(array, device):
+        moves.append(device)
+        return array.view(OtherDevice) if device == "other" else np.asarray(array)
+    monkeypatch.setattr(optimizer_module, "device_of", fake_device_of)
+    monkeypatch.setattr(optimizer_module, "to_device", fake_to_device)
+
+    model = model_with_one_weight(np.float64)
+    optimizer = ALL[name](model.parameters())
+    model.weight.grad = np.full((2, 3), 0.25)
+    optimizer.step()
+    assert not moves                                 # nothing moved while nothing moved
+    model.weight.data = model.weight.data.view(OtherDevice)      # what model.to() does
+    model.weight.grad = np.full((2, 3), -0.5).view(OtherDevice)
+    optimizer.step()
+    arrays = state_arrays(optimizer, model.weight)
+    assert arrays and all(isinstance(a, OtherDevice) for a in arrays)
+    assert set(moves) == {"other"}
+
+
+def test_the_cuda_adam_update_compiles_as_cupy_calls_it(tmp_path):
+    """The ElementwiseKernel's body calls ``adam_update`` with CuPy's argument forms
+    (outputs as references, inputs and scalars as const values): instantiate it that way
+    for float and double and compile with nvcc, so the GPU path's source is checked on a
+    machine without a GPU."""
+    import shutil
+    import subprocess
+    from minicnn.kernels.optim import _ADAM_UPDATE_CUDA
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not installed on this machine")
+    calls = "\n".join(f"""
+__global__ void adam_{T}(long long n, const {T}* g, {T}* p, {T}* m, {T}* v) {{
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)blockDim.x * gridDim.x) {{
+        const {T} grad = g[i], beta1 = 0.9, beta2 = 0.999, step_size = 1e-3,
+                  correction2 = 1, eps = 1e-8;
+        {T} &param = p[i], &m_i = m[i], &v_i = v[i];
+        adam_update(param, grad, m_i, v_i, beta1, beta2, step_size, correction2, eps);
+    }}
+}}""" for T in ("float", "double"))
+    unit = tmp_path / "adam.cu"
+    unit.write_text(_ADAM_UPDATE_CUDA + calls)
+    result = subprocess.run([nvcc, "-c", str(unit), "-o", str(tmp_path / "adam.o")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"nvcc failed:\n{result.stderr}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_adam_on_the_gpu_equals_the_array_formula(dtype):
+    from minicnn.backend import cupy_or_none
+    from minicnn.kernels.optim import adam_step, adam_step_reference
+    cupy = cupy_or_none()
+    if cupy is None:
+        pytest.skip("needs a CUDA GPU and CuPy")
+    rng = np.random.default_rng(0)
+    param = rng.standard_normal((37, 11)).astype(dtype)
+    fused = [cupy.asarray(param), cupy.zeros(param.shape, dtype), cupy.zeros(param.shape, dtype)]
+    reference = [param.copy(), np.zeros_like(param), np.zeros_like(param)]
+    for t in range(1, 6):
+        grad = rng.standard_normal(param.shape).astype(dtype)
+        scalars = (0.9, 0.999, 1e-3 / (1 - 0.9 ** t), 1 / np.sqrt(1 - 0.999 ** t), 1e-8)
+        adam_step(fused[0], cupy.asarray(grad).T.copy().T, fused[1], fused[2], *scalars)
+        adam_step_reference(reference[0], grad, reference[1], reference[2], *scalars)
+    tolerance = 1e-6 if dtype == np.float32 else 1e-13
+    for got, expected in zip(fused, reference):
+        np.testing.assert_allclose(got.get(), expected, rtol=tolerance, atol=tolerance)

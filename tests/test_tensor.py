@@ -126,9 +126,10 @@ def test_backward_frees_saved_arrays():
     x = leaf(np.ones(4))
     y = F.exp(x)
     function = y.creator
-    assert function.inputs is not None and hasattr(function, "y")
+    assert function.inputs is not None and len(function.saved) == 1
+    np.testing.assert_array_equal(function.saved[0], y.data)
     y.sum().backward()
-    assert function.inputs is None and not hasattr(function, "y")
+    assert function.inputs is None and function.saved is None
 
 
 def test_unused_output_of_a_multi_output_function():

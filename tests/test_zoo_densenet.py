@@ -87,8 +87,8 @@ def test_concat_into_buffer_gradcheck():
 
     def grow(a, b):
         storage = np.empty((2, 3, 3, 5))
-        prefix = densenet.ConcatIntoBuffer(storage, 0)(a)
-        return densenet.ConcatIntoBuffer(storage, 3)(prefix, b) * 1.0
+        prefix = F.concat_into_buffer(storage, 0, a)
+        return F.concat_into_buffer(storage, 3, b, prefix=prefix) * 1.0
     assert gradcheck(grow, [first, new])
     np.testing.assert_array_equal(grow(first, new).numpy(),
                                   np.concatenate([first.numpy(), new.numpy()], axis=1))
@@ -99,9 +99,9 @@ def test_concat_into_buffer_rejects_a_foreign_prefix():
     foreign = Tensor(np.zeros((1, 3, 2, 2), np.float32))
     new = Tensor(np.zeros((1, 3, 2, 2), np.float32))
     with pytest.raises(ValueError, match="prefix"):
-        densenet.ConcatIntoBuffer(storage, 3)(foreign, new)
+        F.concat_into_buffer(storage, 3, new, prefix=foreign)
     with pytest.raises(ValueError, match="cannot write"):
-        densenet.ConcatIntoBuffer(storage, 0)(Tensor(np.zeros((1, 7, 2, 2), np.float32)))
+        F.concat_into_buffer(storage, 0, Tensor(np.zeros((1, 7, 2, 2), np.float32)))
 
 
 def test_every_layer_reads_a_view_of_one_buffer():

@@ -216,9 +216,11 @@ BLOCKS = {
     "grouped_bottleneck": lambda: resnet.Bottleneck(
         8, 2, 1, None, groups=2, width_per_group=64),
     "preact_basic": lambda: resnet.PreActBasicBlock(
-        3, 4, 2, resnet.projection_shortcut(3, 4, 2, batch_norm=False)),
+        3, 4, 2, resnet.projection_shortcut(3, 4, 2, batch_norm=False),
+        shortcut_input="activated"),
     "preact_bottleneck": lambda: resnet.PreActBottleneck(
-        4, 2, 2, resnet.projection_shortcut(4, 8, 2, batch_norm=False)),
+        4, 2, 2, resnet.projection_shortcut(4, 8, 2, batch_norm=False),
+        shortcut_input="activated"),
     "wide_basic": lambda: wide_resnet.WideBasicBlock(3, 4, 2),
     "squeeze_excitation": lambda: SqueezeExcitation(4, 2),
     "se_basic": lambda: senet.SEBasicBlock(4, 4, 1, reduction=2),
@@ -370,3 +372,24 @@ def test_eval_switches_dropout_drop_path_and_batch_norm(name, options):
     np.testing.assert_array_equal(batch, again)
     np.testing.assert_allclose(alone[0], batch[0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(other_company[0], batch[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["preact_resnet18", "preact_resnet50", "preact_resnet110",
+                                  "preact_resnet164"])
+def test_preactivation_units_state_their_shortcut_wiring(name):
+    """A projection reads relu(BN(x)), the identity and zero-padding shortcuts read x: as
+    the authors' code wires them (and as the weights-or-not rule this replaced did)."""
+    model = architectures.create(name, num_classes=10)
+    units = [m for m in model.modules() if isinstance(m, resnet._PreActivationUnit)]
+    assert units
+    for unit in units:
+        projects = isinstance(unit.shortcut, nn.Sequential)
+        assert unit.shortcut_reads_activation == projects
+        assert projects == (unit.shortcut.num_parameters() > 0)
+
+
+def test_preactivation_identity_cannot_read_the_activation():
+    with pytest.raises(ValueError, match="identity shortcut"):
+        resnet.PreActBasicBlock(4, 4, 1, None, shortcut_input="activated")
+    with pytest.raises(ValueError, match="shortcut_input must be one of"):
+        resnet.PreActBasicBlock(4, 4, 1, None, shortcut_input="x")

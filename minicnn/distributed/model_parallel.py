@@ -18,8 +18,10 @@ conv2, conv4, conv5). Here the two towers run as two MPI ranks::
     fc7 …                 … exchange …  fc8 … exchange: the logits, on both ranks
 
 ``architectures.alexnet.AlexNetTower`` cuts the grouped model's weights into one tower's
-share (its rows of every weight) and into *stages* that run between exchanges; this
-module puts a tower on each rank and makes each exchange a point-to-point message.
+share (its rows of every weight) and into *stages* that run between exchanges, and
+``architectures.alexnet.ModelParallelAlexNet`` puts a tower on each rank; this module
+holds what any such network needs from the engine: the exchange, a point-to-point
+message differentiable both ways, and ``Replicate`` for the input they all read.
 
 The exchange, forward and backward
 ----------------------------------
@@ -53,7 +55,6 @@ complete.
 """
 import numpy as np
 
-from minicnn import nn
 from minicnn.backend import get_array_module
 from minicnn.distributed import comm as _comm
 from minicnn.tensor import Function
@@ -147,65 +148,3 @@ class Replicate(Function):
 def exchange(y, communicator=None, replicated=False):
     """The join of every rank's ``y`` along axis 1, differentiable (see ``Exchange``)."""
     return Exchange(communicator or _comm.world(), replicated)(y)
-
-
-class ModelParallelAlexNet(nn.Module):
-    """This rank's tower of a two-tower ``AlexNet``, exchanging with the other rank(s).
-
-    ``model`` is the single-process grouped network (``architectures.alexnet.alexnet``);
-    every rank passes the same weights (build with the same seed, or
-    ``broadcast_state`` from rank 0) and keeps only its tower, rank r = tower r. The
-    output is the full logits on every rank, equal to ``model(x)``.
-    """
-
-    def __init__(self, model, communicator=None):
-        super().__init__()
-        from architectures.alexnet import AlexNet, AlexNetTower
-        communicator = communicator or _comm.world()
-        if not isinstance(model, AlexNet) or model.towers < 2:
-            raise ValueError("ModelParallelAlexNet: needs a two-tower AlexNet "
-                             "(architectures.alexnet.alexnet)")
-        if communicator.size != model.towers:
-            raise ValueError(f"ModelParallelAlexNet: the model has {model.towers} towers, one "
-                             f"per rank, but the job has {communicator.size} ranks (run with "
-                             f"mpirun -np {model.towers})")
-        self.communicator = communicator
-        self.in_channels, self.min_input_size = model.in_channels, model.min_input_size
-        self.tower = AlexNetTower(model, communicator.rank)
-
-    def forward(self, x):
-        from architectures.alexnet import check_input
-        check_input("ModelParallelAlexNet", x, self.in_channels, self.min_input_size)
-        if x.requires_grad:                  # only then is the image's gradient wanted
-            x = Replicate(self.communicator)(x)
-        stages = self.tower.stages
-        for index, stage in enumerate(stages):
-            x = exchange(stage(x), self.communicator, replicated=index == len(stages) - 1)
-        return x
-
-
-def tower_parameter_pairs(model, tower_module, tower):
-    """[(name, tower parameter, ``model``'s parameter, rows)] for every weight and bias.
-
-    ``rows`` (a slice) is the block of the full parameter the tower's was cut from —
-    rows ``tower_rows(out, tower)`` of every convolution's and linear layer's weight and
-    bias, what ``AlexNetTower`` copied — so ``full.data[rows]`` and ``full.grad[rows]``
-    are what the tower's parameter and gradient must equal.
-    """
-    from architectures.alexnet import tower_rows
-    tower_layers = [layer for stage in tower_module.stages for layer in stage]
-    full_layers = model.layers()
-    if len(tower_layers) != len(full_layers):
-        raise ValueError(f"tower_parameter_pairs: the tower has {len(tower_layers)} layers, "
-                         f"the model {len(full_layers)}")
-    pairs = []
-    for index, (part, whole) in enumerate(zip(tower_layers, full_layers)):
-        if not isinstance(whole, (nn.Conv2d, nn.Linear)):
-            continue
-        out = whole.weight.shape[0]
-        rows = tower_rows(out, tower, model.towers)
-        for name in ("weight", "bias"):
-            mine, full = getattr(part, name), getattr(whole, name)
-            if mine is not None:
-                pairs.append((f"layer{index}.{name}", mine, full, rows))
-    return pairs

@@ -45,10 +45,9 @@ import numpy as np
 
 from minicnn.backend import get_array_module
 from minicnn.distributed import comm as _comm
-from minicnn.functional.norm import _as_rows, _from_rows
-from minicnn.kernels import batchnorm as kernels
+from minicnn.functional.norm import BatchNorm
 from minicnn.nn.norm import BatchNorm1d, BatchNorm2d
-from minicnn.tensor import Function, Tensor
+from minicnn.tensor import Tensor
 
 
 def combine_statistics(counts, means, variances):
@@ -63,84 +62,32 @@ def combine_statistics(counts, means, variances):
     return total, mean, variance
 
 
-class SyncBatchNormFunction(Function):
-    """Batch norm in training mode with statistics over every rank's batch (module doc).
+class AcrossRanks:
+    """The batch of every rank of ``communicator`` together, as ``BatchNorm`` asks for it.
 
-    Inputs: x (N, C, ...) and optionally γ and β (C,). Saves the input rows, the global
-    mean and 1/σ; the running statistics are updated in place, as in ``BatchNorm``.
+    ``BatchNorm`` (``minicnn.functional.norm``) reduces its statistics and its two backward
+    sums through a *batch* object; this one makes each reduction a collective, so the
+    same Function computes synchronized batch norm (module doc).
     """
 
-    def __init__(self, communicator, running_mean, running_var, has_weight, has_bias,
-                 momentum, eps):
+    def __init__(self, communicator):
         self.communicator = communicator
-        self.running_mean, self.running_var = running_mean, running_var
-        self.has_weight, self.has_bias = has_weight, has_bias
-        self.momentum, self.eps = momentum, eps
 
-    def forward(self, x, *params):
-        xp = get_array_module(x)
-        weight = params[0] if self.has_weight else None
-        bias = params[-1] if self.has_bias else None
-        rows = _as_rows(x)
-        channels, count = rows.shape[1], rows.shape[0]
-        if count:
-            local_mean, local_var = kernels.channel_stats(rows)
-        else:                                  # a rank with an empty batch adds nothing
-            local_mean = local_var = xp.zeros(channels, dtype=xp.float64)
-        mine = xp.concatenate([xp.asarray([count], dtype=xp.float64), local_mean, local_var])
+    def combine_moments(self, count, mean, variance):
+        """(N, μ, σ²) over all ranks: one Allgather of every rank's (n, μ_r, v_r)."""
+        xp = get_array_module(mean)
+        channels = len(mean)
+        mine = xp.concatenate([xp.asarray([count], dtype=xp.float64), mean, variance])
         gathered = self.communicator.allgather(mine, what="SyncBatchNorm statistics")
-        total, mean, var = combine_statistics(gathered[:, 0], gathered[:, 1:1 + channels],
-                                              gathered[:, 1 + channels:])
-        if total < 2:
-            raise ValueError(f"SyncBatchNorm: training needs more than one value per channel "
-                             f"over all ranks to estimate a variance, got {int(total)}")
-        self._update_running_stats(mean, var, total)
-        inv_std = 1.0 / xp.sqrt(var + self.eps)
-        scale = inv_std if weight is None else weight * inv_std
-        shift = -mean * scale if bias is None else bias - mean * scale
-        y_rows = kernels.scale_shift(rows, scale, shift) if count else rows.copy()
-        self.shape, self.rows, self.mean, self.inv_std = x.shape, rows, mean, inv_std
-        self.total, self.weight = total, weight
-        self.param_dtypes = [p.dtype for p in params]
-        return _from_rows(y_rows, x.shape)
+        return combine_statistics(gathered[:, 0], gathered[:, 1:1 + channels],
+                                  gathered[:, 1 + channels:])
 
-    def _update_running_stats(self, mean, var, total):
-        if self.running_mean is None:
-            return
-        m = self.momentum
-        self.running_mean[...] = (1 - m) * self.running_mean + m * mean
-        self.running_var[...] = (1 - m) * self.running_var + m * var * (total / (total - 1))
-
-    def backward(self, gy):
-        xp = get_array_module(gy)
-        rows, mean, inv_std, total = self.rows, self.mean, self.inv_std, self.total
-        channels = rows.shape[1]
-        gamma = 1.0 if self.weight is None else self.weight.astype(xp.float64)
-        need_x, *need_params = self.needs_input_grad
-        gy_rows = _as_rows(gy)
-        if rows.shape[0]:
-            sum_gy, sum_gy_centered = kernels.backward_sums(gy_rows, rows, mean)
-        else:
-            sum_gy = sum_gy_centered = xp.zeros(channels, dtype=xp.float64)
-
-        gx = None
-        if need_x:
-            both = xp.concatenate([sum_gy, sum_gy_centered])
-            self.communicator.allreduce_(both, what="SyncBatchNorm gradient sums")
-            global_gy, global_gy_centered = both[:channels], both[channels:]
-            a = gamma * inv_std
-            b = -a * inv_std ** 2 * (global_gy_centered / total)
-            d = -a * (global_gy / total) - b * mean
-            gx_rows = kernels.scale_shift2(gy_rows, a, rows, b, d) if rows.shape[0] \
-                else gy_rows.copy()
-            gx = _from_rows(gx_rows, self.shape)
-        param_grads = []
-        if self.has_weight:
-            param_grads.append(sum_gy_centered * inv_std)          # local Σ gy · x̂
-        if self.has_bias:
-            param_grads.append(sum_gy)                             # local Σ gy
-        return (gx,) + tuple(None if not needed else g.astype(dtype) for g, needed, dtype
-                             in zip(param_grads, need_params, self.param_dtypes))
+    def sum_over_batch(self, *sums):
+        """The per-channel sums added over all ranks: one Allreduce for all of them."""
+        xp = get_array_module(sums[0])
+        both = xp.concatenate(sums)
+        self.communicator.allreduce_(both, what="SyncBatchNorm gradient sums")
+        return tuple(both[i * len(sums[0]):(i + 1) * len(sums[0])] for i in range(len(sums)))
 
 
 def sync_batch_norm(x, running_mean, running_var, weight=None, bias=None, momentum=0.1,
@@ -163,8 +110,9 @@ def sync_batch_norm(x, running_mean, running_var, weight=None, bias=None, moment
                              f"input with {channels} channels (shape {data.shape}), got "
                              f"{tuple(value.shape)}")
     params = [p for p in (weight, bias) if p is not None]
-    function = SyncBatchNormFunction(communicator, running_mean, running_var,
-                                     weight is not None, bias is not None, momentum, eps)
+    function = BatchNorm(running_mean, running_var, weight is not None, bias is not None,
+                         training=True, momentum=momentum, eps=eps,
+                         batch=AcrossRanks(communicator))
     return function(x, *params)
 
 

@@ -2,18 +2,22 @@
 
     math        add sub mul div neg pow exp log sqrt matmul linear sum mean max var maximum
                 where clip
-    shape       reshape transpose flatten getitem pad concat split
+    shape       reshape transpose flatten getitem pad concat split zero_pad_subsample
+                concat_into_buffer
     activation  relu relu6 leaky_relu sigmoid tanh scaled_tanh silu hard_sigmoid hard_swish
                 softmax log_softmax
     loss        cross_entropy nll_loss mse_loss accuracy
     conv        conv2d (dense, grouped, depthwise, dilated, asymmetric)
     pool        max_pool2d avg_pool2d adaptive_avg_pool2d adaptive_max_pool2d global_avg_pool2d
-    norm        batch_norm local_response_norm
+    norm        batch_norm batch_norm_composed local_response_norm
     dropout     dropout dropout2d drop_path
 """
+import sys as _sys
+
 from minicnn.functional.math import (add, sub, mul, div, neg, pow, exp, log, sqrt, matmul, linear,
                                      sum, mean, max, var, maximum, where, clip, cast)
-from minicnn.functional.shape import reshape, transpose, flatten, getitem, pad, concat, split
+from minicnn.functional.shape import (reshape, transpose, flatten, getitem, pad, concat, split,
+                                      zero_pad_subsample, concat_into_buffer)
 from minicnn.functional.activation import (relu, relu6, leaky_relu, sigmoid, tanh, scaled_tanh,
                                            silu, swish, hard_sigmoid, hard_swish, softmax,
                                            log_softmax)
@@ -23,5 +27,10 @@ from minicnn.functional.conv import conv2d
 from minicnn.functional.pool import (max_pool2d, avg_pool2d, adaptive_avg_pool2d,
                                      adaptive_max_pool2d, global_avg_pool2d)
 from minicnn.functional.resample import upsample_nearest2d, max_pool2d_same
-from minicnn.functional.norm import batch_norm, local_response_norm
+from minicnn.functional.norm import batch_norm, batch_norm_composed, local_response_norm
 from minicnn.functional.dropout import dropout, dropout2d, drop_path
+
+# The operators of Tensor (x + y, x @ w, x.sum()) call the Functions above; tensor.py
+# cannot import this package, which imports it, so the package hands itself over.
+from minicnn import tensor as _tensor  # noqa: E402
+_tensor.F = _sys.modules[__name__]

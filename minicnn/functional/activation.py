@@ -12,22 +12,24 @@ class ReLU(Function):
     """y = max(x, 0);   gx = gy · [x > 0]."""
     def forward(self, x):
         _check_float("relu", x)
-        self.positive = x > 0
+        self.save_for_backward(x > 0)
         return get_array_module(x).maximum(x, 0, dtype=x.dtype)
 
     def backward(self, gy):
-        return gy * self.positive
+        positive, = self.saved
+        return gy * positive
 
 
 class ReLU6(Function):
     """y = min(max(x, 0), 6);   gx = gy · [0 < x < 6]  (MobileNet's bounded ReLU)."""
     def forward(self, x):
         _check_float("relu6", x)
-        self.inside = (x > 0) & (x < 6)
+        self.save_for_backward((x > 0) & (x < 6))
         return get_array_module(x).clip(x, 0, 6)
 
     def backward(self, gy):
-        return gy * self.inside
+        inside, = self.saved
+        return gy * inside
 
 
 class LeakyReLU(Function):
@@ -38,12 +40,14 @@ class LeakyReLU(Function):
     def forward(self, x):
         _check_float("leaky_relu", x)
         xp = get_array_module(x)
-        self.positive = x > 0
-        return xp.where(self.positive, x, x * x.dtype.type(self.slope))
+        positive = x > 0
+        self.save_for_backward(positive)
+        return xp.where(positive, x, x * x.dtype.type(self.slope))
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        return xp.where(self.positive, gy, gy * gy.dtype.type(self.slope))
+        positive, = self.saved
+        return xp.where(positive, gy, gy * gy.dtype.type(self.slope))
 
 
 class Sigmoid(Function):
@@ -52,22 +56,26 @@ class Sigmoid(Function):
         _check_float("sigmoid", x)
         xp = get_array_module(x)
         # tanh form: never overflows, unlike 1/(1+exp(-x)) for very negative x
-        self.y = 0.5 * (xp.tanh(0.5 * x) + 1)
-        return self.y
+        y = 0.5 * (xp.tanh(0.5 * x) + 1)
+        self.save_for_backward(y)
+        return y
 
     def backward(self, gy):
-        return gy * self.y * (1 - self.y)
+        y, = self.saved
+        return gy * y * (1 - y)
 
 
 class Tanh(Function):
     """y = tanh x;   gx = gy · (1 − y²)."""
     def forward(self, x):
         _check_float("tanh", x)
-        self.y = get_array_module(x).tanh(x)
-        return self.y
+        y = get_array_module(x).tanh(x)
+        self.save_for_backward(y)
+        return y
 
     def backward(self, gy):
-        return gy * (1 - self.y * self.y)
+        y, = self.saved
+        return gy * (1 - y * y)
 
 
 class ScaledTanh(Function):
@@ -80,11 +88,13 @@ class ScaledTanh(Function):
 
     def forward(self, x):
         _check_float("scaled_tanh", x)
-        self.t = get_array_module(x).tanh(x * x.dtype.type(self.S))
-        return self.t * x.dtype.type(self.A)
+        t = get_array_module(x).tanh(x * x.dtype.type(self.S))
+        self.save_for_backward(t)
+        return t * x.dtype.type(self.A)
 
     def backward(self, gy):
-        return gy * gy.dtype.type(self.A * self.S) * (1 - self.t * self.t)
+        t, = self.saved
+        return gy * gy.dtype.type(self.A * self.S) * (1 - t * t)
 
 
 class SiLU(Function):
@@ -92,36 +102,37 @@ class SiLU(Function):
     def forward(self, x):
         _check_float("silu", x)
         xp = get_array_module(x)
-        self.x = x
-        self.s = 0.5 * (xp.tanh(0.5 * x) + 1)
-        return x * self.s
+        s = 0.5 * (xp.tanh(0.5 * x) + 1)
+        self.save_for_backward(x, s)
+        return x * s
 
     def backward(self, gy):
-        s = self.s
-        return gy * s * (1 + self.x * (1 - s))
+        x, s = self.saved
+        return gy * s * (1 + x * (1 - s))
 
 
 class HardSigmoid(Function):
     """y = relu6(x + 3) / 6;   gx = gy / 6 on −3 < x < 3, else 0  (MobileNetV3)."""
     def forward(self, x):
         _check_float("hard_sigmoid", x)
-        self.inside = (x > -3) & (x < 3)
+        self.save_for_backward((x > -3) & (x < 3))
         return get_array_module(x).clip(x + 3, 0, 6) / 6
 
     def backward(self, gy):
-        return gy * self.inside / 6
+        inside, = self.saved
+        return gy * inside / 6
 
 
 class HardSwish(Function):
     """y = x · relu6(x + 3) / 6;   gx = gy · (2x + 3)/6 on −3 < x < 3, gy for x ≥ 3."""
     def forward(self, x):
         _check_float("hard_swish", x)
-        self.x = x
+        self.save_for_backward(x)
         return x * get_array_module(x).clip(x + 3, 0, 6) / 6
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        x = self.x
+        x, = self.saved
         slope = xp.where(x >= 3, 1, xp.where(x > -3, (2 * x + 3) / 6, 0)).astype(gy.dtype)
         return gy * slope
 
@@ -138,11 +149,12 @@ class Softmax(Function):
         _check_float("softmax", x)
         xp = get_array_module(x)
         e = xp.exp(x - x.max(axis=self.axis, keepdims=True))
-        self.y = e / e.sum(axis=self.axis, keepdims=True)
-        return self.y
+        y = e / e.sum(axis=self.axis, keepdims=True)
+        self.save_for_backward(y)
+        return y
 
     def backward(self, gy):
-        y = self.y
+        y, = self.saved
         return y * (gy - (gy * y).sum(axis=self.axis, keepdims=True))
 
 
@@ -158,12 +170,14 @@ class LogSoftmax(Function):
         _check_float("log_softmax", x)
         xp = get_array_module(x)
         shifted = x - x.max(axis=self.axis, keepdims=True)
-        self.y = shifted - xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
-        return self.y
+        y = shifted - xp.log(xp.exp(shifted).sum(axis=self.axis, keepdims=True))
+        self.save_for_backward(y)
+        return y
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        return gy - xp.exp(self.y) * gy.sum(axis=self.axis, keepdims=True)
+        y, = self.saved
+        return gy - xp.exp(y) * gy.sum(axis=self.axis, keepdims=True)
 
 
 def relu(x): return ReLU()(x)

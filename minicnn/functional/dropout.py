@@ -19,34 +19,48 @@ differ only in what one random draw covers:
 
 Masks are made in the input's dtype (a float32 network stays float32) and, for an
 element-wise mask, in the input's memory order (a channels-last activation stays
-channels-last). Randomness: pass ``rng`` (a ``numpy.random.Generator``), or use the module's
-generator, seeded with ``manual_seed(seed)``. On the GPU without an ``rng`` the mask is
-drawn by CuPy's generator (seeded by ``manual_seed`` too); with an ``rng`` it is drawn on the
-host and copied over, which is reproducible across devices but slower.
+channels-last).
+
+Randomness: pass ``rng`` (a ``numpy.random.Generator``), or use the module's generator,
+seeded with ``manual_seed(seed)``, whose state ``rng_state()``/``set_rng_state()`` read and
+restore (checkpoints save it). Every draw comes from that host generator, on either device:
+on the GPU each call takes one 64-bit seed from it and the device computes the mask from
+that seed alone (``minicnn.kernels.random``: counter-based, no state on the device), so a
+run resumed from a checkpoint draws the same masks on the GPU too. With an ``rng`` on the
+GPU the numbers themselves are drawn on the host and copied over (the same masks as on
+the CPU, but slower).
 """
 import numpy as np
 
-from minicnn.backend import cupy_or_none, get_array_module
+from minicnn.backend import get_array_module
+from minicnn.kernels.random import counter_uniform_cuda
 from minicnn.tensor import Function, Tensor
 
 _generator = np.random.default_rng()
 
 
 def manual_seed(seed):
-    """Seed the generator dropout uses when no ``rng`` is given (and CuPy's, if present)."""
+    """Seed the generator dropout uses when no ``rng`` is given, on every device."""
     global _generator
     _generator = np.random.default_rng(seed)
-    cupy = cupy_or_none()
-    if cupy is not None:
-        cupy.random.seed(seed)
+
+
+def rng_state():
+    """The state of dropout's generator (a dict of plain values, as NumPy gives it)."""
+    return _generator.bit_generator.state
+
+
+def set_rng_state(state):
+    """Restore a state from ``rng_state()``: the next masks are those that followed it."""
+    _generator.bit_generator.state = state
 
 
 def _uniform(xp, shape, dtype, rng):
     """Uniform [0, 1) numbers of ``dtype`` (float32 or float64) on ``xp``'s device."""
     if xp is np:
         return (_generator if rng is None else rng).random(shape, dtype=dtype)
-    if rng is None:
-        return xp.random.random_sample(shape, dtype=dtype)        # CuPy's own generator
+    if rng is None:                        # one seed from the host, the mask on the device
+        return counter_uniform_cuda(int(_generator.integers(2 ** 63)), shape, dtype)
     return xp.asarray(rng.random(shape, dtype=dtype))             # host draw, copied over
 
 
@@ -75,16 +89,15 @@ def _keep_mask(uniform, p, dtype):
 
 
 class MaskMultiply(Function):
-    """y = x · mask (``mask`` broadcasts to x);   gx = gy · mask."""
+    """y = x · mask (``mask`` broadcasts to x);   gx = gy · mask  (the mask gets none)."""
 
-    def __init__(self, mask):
-        self.mask = mask
-
-    def forward(self, x):
-        return x * self.mask
+    def forward(self, x, mask):
+        self.save_for_backward(mask)
+        return x * mask
 
     def backward(self, gy):
-        return gy * self.mask
+        mask, = self.saved
+        return gy * mask, None
 
 
 def _check(name, x, p):
@@ -101,7 +114,7 @@ def dropout(x, p=0.5, training=True, rng=None):
     data = _check("dropout", x, p)
     if not training or p == 0:
         return x
-    return MaskMultiply(_keep_mask(_uniform_like(data, rng), p, data.dtype))(x)
+    return MaskMultiply()(x, _keep_mask(_uniform_like(data, rng), p, data.dtype))
 
 
 def dropout2d(x, p=0.5, training=True, rng=None):
@@ -114,7 +127,7 @@ def dropout2d(x, p=0.5, training=True, rng=None):
         return x
     xp = get_array_module(data)
     uniform = _uniform(xp, data.shape[:2] + (1, 1), _float_dtype(data), rng)
-    return MaskMultiply(_keep_mask(uniform, p, data.dtype))(x)
+    return MaskMultiply()(x, _keep_mask(uniform, p, data.dtype))
 
 
 def drop_path(x, p=0.0, training=True, rng=None):
@@ -128,10 +141,11 @@ def drop_path(x, p=0.0, training=True, rng=None):
     xp = get_array_module(data)
     uniform = _uniform(xp, (data.shape[0],) + (1,) * (data.ndim - 1), _float_dtype(data),
                        rng)
-    return MaskMultiply(_keep_mask(uniform, p, data.dtype))(x)
+    return MaskMultiply()(x, _keep_mask(uniform, p, data.dtype))
 
 
 # ``minicnn.functional.dropout`` names the *function* once the package has imported it, so
-# the seeding call is reachable from it too: F.dropout.manual_seed(0) is this module's
-# manual_seed.
+# the seeding and state calls are reachable from it too: F.dropout.manual_seed(0) is this
+# module's manual_seed.
 dropout.manual_seed = manual_seed
+dropout.rng_state, dropout.set_rng_state = rng_state, set_rng_state

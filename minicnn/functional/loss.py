@@ -61,7 +61,7 @@ class CrossEntropy(Function):
         weight = xp.ones(k, dtype=z.dtype) if self.weight is None else xp.asarray(self.weight, dtype=z.dtype)
         c = xp.broadcast_to(weight * (self.smoothing / k), (n, k)).copy()
         c[rows, self.labels] += (1.0 - self.smoothing) * weight[self.labels]
-        self.log_p, self.c = log_p, c
+        self.save_for_backward(log_p, c)
         losses = -(c * log_p).sum(axis=1)
         self.normalizer = weight[self.labels].sum() if self.reduction == "mean" else 1
         if self.reduction == "none":
@@ -70,8 +70,8 @@ class CrossEntropy(Function):
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        p = xp.exp(self.log_p)
-        gz = p * self.c.sum(axis=1, keepdims=True) - self.c
+        log_p, c = self.saved
+        gz = xp.exp(log_p) * c.sum(axis=1, keepdims=True) - c
         if self.reduction == "none":
             return gz * gy[:, None]
         return gz * (gy / self.normalizer)
@@ -115,13 +115,15 @@ class MSELoss(Function):
     def forward(self, a, b):
         if a.shape != b.shape:
             raise ValueError(f"mse_loss: prediction {a.shape} and target {b.shape} differ")
-        self.diff = a - b
-        total = (self.diff * self.diff).sum()
+        diff = a - b
+        self.save_for_backward(diff)
+        total = (diff * diff).sum()
         return total / a.size if self.reduction == "mean" else total
 
     def backward(self, gy):
-        scale = 2 / self.diff.size if self.reduction == "mean" else 2
-        g = gy * scale * self.diff
+        diff, = self.saved
+        scale = 2 / diff.size if self.reduction == "mean" else 2
+        g = gy * scale * diff
         return g, -g
 
 

@@ -56,12 +56,13 @@ class Mul(Function):
     """y = a · b;   ga = gy · b, gb = gy · a."""
     def forward(self, a, b):
         _check_broadcastable("mul", a, b)
-        self.a, self.b = a, b
+        self.save_for_backward(a, b)
         return a * b
 
     def backward(self, gy):
-        ga = sum_to(gy * self.b, self.a.shape) if self.needs_input_grad[0] else None
-        gb = sum_to(gy * self.a, self.b.shape) if self.needs_input_grad[1] else None
+        a, b = self.saved
+        ga = sum_to(gy * b, a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to(gy * a, b.shape) if self.needs_input_grad[1] else None
         return ga, gb
 
 
@@ -69,13 +70,13 @@ class Div(Function):
     """y = a / b;   ga = gy / b, gb = -gy · a / b²."""
     def forward(self, a, b):
         _check_broadcastable("div", a, b)
-        self.a, self.b = a, b
+        self.save_for_backward(a, b)
         return a / b
 
     def backward(self, gy):
-        ga = sum_to(gy / self.b, self.a.shape) if self.needs_input_grad[0] else None
-        gb = (sum_to(-gy * self.a / (self.b * self.b), self.b.shape)
-              if self.needs_input_grad[1] else None)
+        a, b = self.saved
+        ga = sum_to(gy / b, a.shape) if self.needs_input_grad[0] else None
+        gb = sum_to(-gy * a / (b * b), b.shape) if self.needs_input_grad[1] else None
         return ga, gb
 
 
@@ -84,28 +85,31 @@ class Maximum(Function):
     def forward(self, a, b):
         _check_broadcastable("maximum", a, b)
         self.shapes = a.shape, b.shape
-        self.a_wins = a >= b
+        self.save_for_backward(a >= b)
         return get_array_module(a).maximum(a, b)
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        return (sum_to(xp.where(self.a_wins, gy, 0), self.shapes[0]),
-                sum_to(xp.where(self.a_wins, 0, gy), self.shapes[1]))
+        a_wins, = self.saved
+        return (sum_to(xp.where(a_wins, gy, 0), self.shapes[0]),
+                sum_to(xp.where(a_wins, 0, gy), self.shapes[1]))
 
 
 class Where(Function):
-    """y = a where condition else b;   ga = gy where condition, gb = gy elsewhere."""
-    def __init__(self, condition):
-        self.condition = condition
+    """y = a where condition else b;   ga = gy where condition, gb = gy elsewhere.
 
-    def forward(self, a, b):
+    The boolean ``condition`` is an input without a gradient (it gets ``None``).
+    """
+    def forward(self, condition, a, b):
         self.shapes = a.shape, b.shape
-        return get_array_module(a).where(self.condition, a, b)
+        self.save_for_backward(condition)
+        return get_array_module(a).where(condition, a, b)
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        return (sum_to(xp.where(self.condition, gy, 0), self.shapes[0]),
-                sum_to(xp.where(self.condition, 0, gy), self.shapes[1]))
+        condition, = self.saved
+        return (None, sum_to(xp.where(condition, gy, 0), self.shapes[0]),
+                sum_to(xp.where(condition, 0, gy), self.shapes[1]))
 
 
 class MatMul(Function):
@@ -126,11 +130,11 @@ class MatMul(Function):
         if any(m != n and 1 not in (m, n) for m, n in zip(batch_a[::-1], batch_b[::-1])):
             raise ValueError(f"matmul: batch shapes {batch_a} and {batch_b} cannot be broadcast "
                              f"together ({a.shape} @ {b.shape})")
-        self.a, self.b = a, b
+        self.save_for_backward(a, b)
         return a @ b
 
     def backward(self, gy):
-        a, b = self.a, self.b
+        a, b = self.saved
         a2 = a[None, :] if a.ndim == 1 else a           # promote vectors to matrices
         b2 = b[:, None] if b.ndim == 1 else b
         gy2 = gy[..., None] if b.ndim == 1 else gy      # put back the axes NumPy dropped
@@ -159,14 +163,15 @@ class Linear(Function):
                              f"shape {weight.shape}, got input shape {x.shape}")
         if bias is not None and bias.shape != (weight.shape[0],):
             raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
-        self.x, self.weight, self.has_bias = x, weight, bias is not None
+        self.has_bias = bias is not None
+        self.save_for_backward(x, weight)
         y = x.reshape(-1, x.shape[-1]) @ weight.T
         if bias is not None:
             y += bias
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
     def backward(self, gy):
-        x, weight = self.x, self.weight
+        x, weight = self.saved
         gy2 = gy.reshape(-1, weight.shape[0])
         gx = (gy2 @ weight).reshape(x.shape) if self.needs_input_grad[0] else None
         gw = gy2.T @ x.reshape(-1, x.shape[-1]) if self.needs_input_grad[1] else None
@@ -192,45 +197,51 @@ class Pow(Function):
         self.exponent = exponent
 
     def forward(self, x):
-        self.x = x
+        self.save_for_backward(x)
         return x ** self.exponent
 
     def backward(self, gy):
+        x, = self.saved
         p = self.exponent
-        return gy * p * self.x ** (p - 1)
+        return gy * p * x ** (p - 1)
 
 
 class Exp(Function):
     """y = eˣ;   gx = gy · y."""
     def forward(self, x):
         _check_float("exp", x)
-        self.y = get_array_module(x).exp(x)
-        return self.y
+        y = get_array_module(x).exp(x)
+        self.save_for_backward(y)
+        return y
 
     def backward(self, gy):
-        return gy * self.y
+        y, = self.saved
+        return gy * y
 
 
 class Log(Function):
     """y = ln x;   gx = gy / x."""
     def forward(self, x):
         _check_float("log", x)
-        self.x = x
+        self.save_for_backward(x)
         return get_array_module(x).log(x)
 
     def backward(self, gy):
-        return gy / self.x
+        x, = self.saved
+        return gy / x
 
 
 class Sqrt(Function):
     """y = √x;   gx = gy / (2√x)."""
     def forward(self, x):
         _check_float("sqrt", x)
-        self.y = get_array_module(x).sqrt(x)
-        return self.y
+        y = get_array_module(x).sqrt(x)
+        self.save_for_backward(y)
+        return y
 
     def backward(self, gy):
-        return gy / (2 * self.y)
+        y, = self.saved
+        return gy / (2 * y)
 
 
 class Clip(Function):
@@ -239,11 +250,12 @@ class Clip(Function):
         self.low, self.high = low, high
 
     def forward(self, x):
-        self.inside = (x >= self.low) & (x <= self.high)
+        self.save_for_backward((x >= self.low) & (x <= self.high))
         return get_array_module(x).clip(x, self.low, self.high)
 
     def backward(self, gy):
-        return gy * self.inside
+        inside, = self.saved
+        return gy * inside
 
 
 class Cast(Function):
@@ -318,16 +330,18 @@ class Max(Function):
         self.axis, self.keepdims = axis, keepdims
 
     def forward(self, x):
-        self.x, self.axes = x, _normalize_axis(self.axis, x.ndim, "max")
-        self.y = x.max(axis=self.axes, keepdims=True)
-        return self.y if self.keepdims else self.y.reshape(
+        self.axes = _normalize_axis(self.axis, x.ndim, "max")
+        y = x.max(axis=self.axes, keepdims=True)
+        self.save_for_backward(x, y)
+        return y if self.keepdims else y.reshape(
             [n for i, n in enumerate(x.shape) if i not in self.axes])
 
     def backward(self, gy):
-        is_max = self.x == self.y
+        x, y = self.saved
+        is_max = x == y
         ties = is_max.sum(axis=self.axes, keepdims=True)
         ties = ties.astype(gy.dtype)  # int64 counts would promote float32 gradients to float64
-        return _expand(gy, self.x.shape, self.axes, self.keepdims) * is_max / ties
+        return _expand(gy, x.shape, self.axes, self.keepdims) * is_max / ties
 
 
 class Var(Function):
@@ -343,12 +357,14 @@ class Var(Function):
         for a in self.axes:
             count *= x.shape[a]
         self.divisor = count - self.ddof
-        self.centered = x - x.mean(axis=self.axes, keepdims=True)
-        return (self.centered ** 2).sum(axis=self.axes, keepdims=self.keepdims) / self.divisor
+        centered = x - x.mean(axis=self.axes, keepdims=True)
+        self.save_for_backward(centered)
+        return (centered ** 2).sum(axis=self.axes, keepdims=self.keepdims) / self.divisor
 
     def backward(self, gy):
+        centered, = self.saved
         gy = _expand(gy, self.shape, self.axes, self.keepdims)
-        return gy * 2 * self.centered / self.divisor
+        return gy * 2 * centered / self.divisor
 
 
 # ----------------------------------------------------------------------------- public API
@@ -391,7 +407,7 @@ def linear(x, weight, bias=None):
 def where(condition, a, b):
     """Elementwise ``a if condition else b``; ``condition`` is a boolean array or Tensor."""
     condition = condition.data if isinstance(condition, Tensor) else condition
-    return Where(condition)(*_pair(a, b))
+    return Where()(Tensor(condition), *_pair(a, b))
 
 
 def sum(x, axis=None, keepdims=False): return Sum(axis, keepdims)(x)

@@ -32,6 +32,27 @@ def _from_rows(rows, shape):
     return moved.transpose((0, moved.ndim - 1) + tuple(range(1, moved.ndim - 1)))
 
 
+class LocalBatch:
+    """The batch is what this process holds: its statistics need no combining.
+
+    ``BatchNorm`` asks its *batch* for two reductions over every value of a channel;
+    synchronized batch norm (``minicnn.distributed.sync_batchnorm.AcrossRanks``) answers
+    the same two questions for the batch of all ranks together, with one collective each.
+    """
+
+    def combine_moments(self, count, mean, variance):
+        """(values per channel, mean, biased variance) of the whole batch, given this
+        process's own."""
+        return count, mean, variance
+
+    def sum_over_batch(self, *sums):
+        """Per-channel sums over the whole batch, given this process's own."""
+        return sums
+
+
+LOCAL_BATCH = LocalBatch()
+
+
 class BatchNorm(Function):
     """Batch normalization, per channel c:
 
@@ -45,14 +66,18 @@ class BatchNorm(Function):
 
         gx = (γ/σ) · (gy − mean(gy) − x̂ · mean(gy · x̂)),   gγ = Σ gy · x̂,   gβ = Σ gy
 
-    (the last two terms are the gradient flowing through μ and σ). Both means are per
-    channel over the M values. Expanded with x̂ = (x − μ)/σ, gx is one per-channel affine
-    map of gy and x,
+    (the last two terms of gx are the gradient flowing through μ and σ). Both means are
+    per channel over the M values. Expanded with x̂ = (x − μ)/σ, gx is one per-channel
+    affine map of gy and x,
 
-        gx = A·gy + B·x + D,   A = γ/σ,   B = −γ/σ³ · mean(gy·(x − μ)),   D = −A·mean(gy) − B·μ
+        gx = A·gy + B·x + D,   A = γ/σ,   B = −A/σ · mean(gy·x̂),   D = −A·mean(gy) − B·μ
 
-    which the kernels evaluate in a single pass after one pass for the two sums. In eval
-    mode the statistics are constants: gx = gy · γ/σ.
+    which the kernels evaluate in a single pass after one pass for the two sums
+    Σ gy and Σ gy·(x − μ). In eval mode the statistics are constants: gx = gy · γ/σ.
+
+    ``batch`` says what "the batch" is (``LocalBatch``: this process's values;
+    synchronized batch norm passes one spanning every rank): the statistics and the two
+    sums of the backward are reduced through it, everything else is the same lines.
 
     Nothing activation-sized is saved beyond the input (which the graph keeps anyway; a
     channels-last copy of it if it arrived in NCHW memory): x̂ is recomputed from x inside
@@ -60,10 +85,11 @@ class BatchNorm(Function):
     """
 
     def __init__(self, running_mean, running_var, has_weight, has_bias, training, momentum,
-                 eps):
+                 eps, batch=LOCAL_BATCH):
         self.running_mean, self.running_var = running_mean, running_var
         self.has_weight, self.has_bias = has_weight, has_bias
         self.training, self.momentum, self.eps = training, momentum, eps
+        self.batch = batch
 
     def forward(self, x, *params):
         xp = get_array_module(x)
@@ -71,55 +97,95 @@ class BatchNorm(Function):
         bias = params[-1] if self.has_bias else None
         rows = _as_rows(x)
         if self.training:
-            mean, var = kernels.channel_stats(rows)
-            self._update_running_stats(mean, var, count=rows.shape[0])
+            mean, var = self._batch_statistics(rows)
+            self._update_running_stats(mean, var)
         else:
             mean = self.running_mean.astype(xp.float64)
             var = self.running_var.astype(xp.float64)
         inv_std = 1.0 / xp.sqrt(var + self.eps)
         scale = inv_std if weight is None else weight * inv_std
         shift = -mean * scale if bias is None else bias - mean * scale
-        y_rows = kernels.scale_shift(rows, scale, shift)
-        self.shape, self.rows, self.mean, self.inv_std = x.shape, rows, mean, inv_std
-        self.weight = weight
-        self.param_dtypes = [p.dtype for p in params]
+        y_rows = kernels.scale_shift(rows, scale, shift) if len(rows) else rows.copy()
+        self.shape, self.param_dtypes = x.shape, [p.dtype for p in params]
+        self.save_for_backward(rows, mean, inv_std, weight)
         return _from_rows(y_rows, x.shape)
 
-    def _update_running_stats(self, mean, var, count):
+    def _batch_statistics(self, rows):
+        """(μ, var) per channel over the batch; sets ``self.count``, the values per channel."""
+        xp = get_array_module(rows)
+        if len(rows):
+            mean, var = kernels.channel_stats(rows)
+        else:                                  # a rank with an empty share adds nothing
+            mean = var = xp.zeros(rows.shape[1], dtype=xp.float64)
+        self.count, mean, var = self.batch.combine_moments(len(rows), mean, var)
+        if self.count < 2:
+            raise ValueError(f"batch_norm: training needs more than one value per channel "
+                             f"to estimate a variance, got {int(self.count)}")
+        return mean, var
+
+    def _update_running_stats(self, mean, var):
         if self.running_mean is None:
             return
-        m = self.momentum
+        m, count = self.momentum, self.count
         unbiased = var * (count / (count - 1))
         self.running_mean[...] = (1 - m) * self.running_mean + m * mean
         self.running_var[...] = (1 - m) * self.running_var + m * unbiased
 
     def backward(self, gy):
         xp = get_array_module(gy)
-        rows, mean, inv_std, count = self.rows, self.mean, self.inv_std, self.rows.shape[0]
-        gamma = 1.0 if self.weight is None else self.weight.astype(xp.float64)
+        rows, mean, inv_std, weight = self.saved
         need_x, *need_params = self.needs_input_grad
         gy_rows = _as_rows(gy)
-        sum_gy, sum_gy_centered = None, None
+        gamma = 1.0 if weight is None else weight.astype(xp.float64)
+        a = gamma * inv_std                                        # A = γ/σ
         if any(need_params) or (need_x and self.training):
-            sum_gy, sum_gy_centered = kernels.backward_sums(gy_rows, rows, mean)
+            sum_gy, sum_gy_centered = self._local_sums(gy_rows, rows, mean)
 
         gx = None
-        if need_x:
-            a = gamma * inv_std
-            if self.training:
-                b = -a * inv_std ** 2 * (sum_gy_centered / count)
-                d = -a * (sum_gy / count) - b * mean
-                gx_rows = kernels.scale_shift2(gy_rows, a, rows, b, d)
-            else:                        # the statistics are constants: gx = gy · γ/σ
-                gx_rows = kernels.scale_shift(gy_rows, a, xp.zeros_like(a))
-            gx = _from_rows(gx_rows, self.shape)
-        param_grads = []                  # computed only when asked for (sums may be None)
-        if self.has_weight:
-            param_grads.append(lambda: sum_gy_centered * inv_std)   # gγ = Σ gy · x̂
-        if self.has_bias:
-            param_grads.append(lambda: sum_gy)                      # gβ = Σ gy
-        return (gx,) + tuple(grad().astype(dtype) if needed else None for grad, needed, dtype
-                             in zip(param_grads, need_params, self.param_dtypes))
+        if need_x and self.training:
+            total_gy, total_gy_centered = self.batch.sum_over_batch(sum_gy, sum_gy_centered)
+            mean_gy = total_gy / self.count
+            mean_gy_xhat = total_gy_centered * inv_std / self.count
+            b = -a * inv_std * mean_gy_xhat                        # B = −A/σ · mean(gy·x̂)
+            d = -a * mean_gy - b * mean                            # D = −A·mean(gy) − B·μ
+            gx = _from_rows(kernels.scale_shift2(gy_rows, a, rows, b, d)
+                            if len(rows) else gy_rows.copy(), self.shape)
+        elif need_x:                               # eval: constant statistics, gx = gy · γ/σ
+            gx = _from_rows(kernels.scale_shift(gy_rows, a, xp.zeros_like(a)), self.shape)
+
+        grads = [gx]
+        if self.has_weight:                                        # gγ = Σ gy · x̂
+            grads.append((sum_gy_centered * inv_std).astype(self.param_dtypes[0])
+                         if need_params[0] else None)
+        if self.has_bias:                                          # gβ = Σ gy
+            grads.append(sum_gy.astype(self.param_dtypes[-1]) if need_params[-1] else None)
+        return tuple(grads)
+
+    @staticmethod
+    def _local_sums(gy_rows, rows, mean):
+        """(Σ gy, Σ gy·(x − μ)) per channel over this process's values."""
+        if len(rows):
+            return kernels.backward_sums(gy_rows, rows, mean)
+        xp = get_array_module(rows)
+        zeros = xp.zeros(rows.shape[1], dtype=xp.float64)
+        return zeros, zeros
+
+
+def batch_norm_composed(x, weight=None, bias=None, eps=1e-5):
+    """Training-mode batch norm written with ``mean`` and ``var``: the formula, to read.
+
+    It computes what ``batch_norm(x, None, None, weight, bias)`` computes, and autograd
+    derives the same gradients through mean and var that ``BatchNorm.backward`` writes
+    out by hand; the tests hold one to the other. Slower, and no running statistics.
+    """
+    axes = (0,) + tuple(range(2, x.ndim))              # every axis but the channels
+    per_channel = (1, -1) + (1,) * (x.ndim - 2)       # (C,) broadcast against x
+    mean = x.mean(axis=axes, keepdims=True)
+    var = x.var(axis=axes, keepdims=True)
+    y = (x - mean) / (var + eps) ** 0.5
+    if weight is not None:
+        y = y * weight.reshape(per_channel)
+    return y if bias is None else y + bias.reshape(per_channel)
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=True,
@@ -207,12 +273,12 @@ class LocalResponseNorm(Function):
         before, after = self.size // 2, (self.size - 1) // 2
         scale = self.k + self.alpha * _window_sums(a * a, before, after)
         scale_pow = scale ** -self.beta
-        self.a, self.scale, self.scale_pow = a, scale, scale_pow
+        self.save_for_backward(a, scale, scale_pow)
         return channels_first_view(a * scale_pow)
 
     def backward(self, gy):
         g = channels_last(gy)
-        a, scale, scale_pow = self.a, self.scale, self.scale_pow
+        a, scale, scale_pow = self.saved
         before, after = (self.size - 1) // 2, self.size // 2      # the mirrored window
         through_scale = _window_sums(g * a * scale_pow / scale, before, after)
         ga = g * scale_pow - (2 * self.alpha * self.beta) * a * through_scale

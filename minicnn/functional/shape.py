@@ -2,6 +2,8 @@
 gradient back to where each number came from."""
 import builtins
 
+import numpy as np
+
 from minicnn.backend import get_array_module
 from minicnn.tensor import Function, Tensor
 
@@ -44,8 +46,9 @@ class Transpose(Function):
 class GetItem(Function):
     """y = x[index] (basic or integer-array indexing);   gx = zeros with gy put at index.
 
-    ``xp.add.at`` accumulates, so an index that picks the same element twice gets both
-    gradients.
+    The put *accumulates* (``numpy.add.at``; ``cupyx.scatter_add`` on the GPU, which every
+    CuPy version has, where ``cupy.add.at`` exists only from CuPy 12), so an index that picks
+    the same element twice gets both gradients.
     """
     def __init__(self, index):
         self.index = index.data if isinstance(index, Tensor) else index
@@ -57,8 +60,17 @@ class GetItem(Function):
     def backward(self, gy):
         xp = get_array_module(gy)
         gx = xp.zeros(self.shape, dtype=self.dtype)
-        xp.add.at(gx, self.index, gy)
+        scatter_add(gx, self.index, gy)
         return gx
+
+
+def scatter_add(target, index, values):
+    """``target[index] += values`` in place, adding every repeat of an index."""
+    if get_array_module(target) is np:
+        np.add.at(target, index, values)
+    else:
+        import cupyx                        # ships with every CuPy; cupy.add.at needs v12
+        cupyx.scatter_add(target, index, values)
 
 
 class Pad(Function):
@@ -132,6 +144,83 @@ class Split(Function):
         return get_array_module(gys[0]).concatenate(gys, axis=self.axis)
 
 
+class ZeroPadSubsample(Function):
+    """A strided identity that also widens: y = [x[:, :, ::s, ::s], 0, ..., 0] along channels.
+
+        forward   y[:, :C] = x subsampled by s in H and W;   y[:, C:] = 0
+        backward  gx = 0 except gx[:, :, ::s, ::s] = gy[:, :C]
+
+    ResNet's shortcut option A (He et al. 2015, §4.1), written as one Function rather than
+    getitem + pad to cost one strided copy each way. The output is allocated channels-last,
+    like the convolution outputs it is added to.
+    """
+    def __init__(self, out_channels, stride):
+        self.out_channels, self.stride = out_channels, stride
+
+    def forward(self, x):
+        if x.ndim != 4:
+            raise ValueError(f"zero_pad_subsample: expected an (N, C, H, W) input, got shape "
+                             f"{x.shape}")
+        n, c, h, w = x.shape
+        if self.out_channels < c:
+            raise ValueError(f"zero_pad_subsample: cannot pad {c} channels down to "
+                             f"{self.out_channels}")
+        s = self.stride
+        self.input_shape, self.dtype = x.shape, x.dtype
+        y = get_array_module(x).zeros((n, -(-h // s), -(-w // s), self.out_channels),
+                                      dtype=x.dtype).transpose(0, 3, 1, 2)
+        y[:, :c] = x[:, :, ::s, ::s]
+        return y
+
+    def backward(self, gy):
+        n, c, h, w = self.input_shape
+        s = self.stride
+        gx = get_array_module(gy).zeros((n, h, w, c), dtype=self.dtype).transpose(0, 3, 1, 2)
+        gx[:, :, ::s, ::s] = gy[:, :c]
+        return gx
+
+
+class ConcatIntoBuffer(Function):
+    """[prefix, new] along channels, where ``prefix`` already lives in ``storage``.
+
+    ``storage`` is preallocated (N, H, W, C_total) channels-last memory (the layout of every
+    convolution output, so the copies in and the convolutions reading it stay cheap). With
+    ``start`` = prefix channels and k = new channels:
+
+        forward   storage[..., start:start+k] = new;   y = storage[..., :start+k]  (a view)
+        backward  g_prefix = gy[:, :start],   g_new = gy[:, start:]                (views)
+
+    Called with only ``new`` (and start = 0) it places the first piece. A DenseNet block
+    grows its output this way, each layer appending k channels, instead of concatenating
+    ever longer copies (Huang et al. 2017, Eq. 2): linear, not quadratic, copying.
+    """
+    def __init__(self, storage, start):
+        self.storage, self.start = storage, start
+
+    def forward(self, *arrays):
+        *prefix, new = arrays
+        xp = get_array_module(new)
+        view = self.storage.transpose(0, 3, 1, 2)          # NCHW view of NHWC memory
+        stop = self.start + new.shape[1]
+        if prefix and (prefix[0].shape[1] != self.start
+                       or not xp.may_share_memory(prefix[0], self.storage)):
+            raise ValueError(f"concat_into_buffer: the prefix must be the buffer's first "
+                             f"{self.start} channels, got an array of shape {prefix[0].shape} "
+                             "that is not a view of the buffer")
+        if new.ndim != 4 or new.shape[0] != view.shape[0] or new.shape[2:] != view.shape[2:] \
+                or stop > view.shape[1]:
+            raise ValueError(f"concat_into_buffer: cannot write {new.shape} at channel "
+                             f"{self.start} of a buffer of shape {view.shape}")
+        self.has_prefix = bool(prefix)
+        view[:, self.start:stop] = new
+        return view[:, :stop]
+
+    def backward(self, gy):
+        if self.has_prefix:
+            return gy[:, :self.start], gy[:, self.start:]
+        return gy
+
+
 # ----------------------------------------------------------------------------- public API
 
 def reshape(x, shape):
@@ -175,3 +264,15 @@ def split(x, sizes_or_sections, axis=1):
     else:
         sizes = list(sizes_or_sections)
     return Split(sizes, axis)(x)
+
+
+def zero_pad_subsample(x, out_channels, stride):
+    """(N, C, H, W) → (N, out_channels, ⌈H/s⌉, ⌈W/s⌉): every s-th pixel, new channels zero."""
+    return ZeroPadSubsample(out_channels, stride)(x)
+
+
+def concat_into_buffer(storage, start, new, prefix=None):
+    """``concat([prefix, new], axis=1)`` written into ``storage`` (see ``ConcatIntoBuffer``);
+    ``prefix`` must be the view the previous call returned (None for the first piece)."""
+    function = ConcatIntoBuffer(storage, start)
+    return function(new) if prefix is None else function(prefix, new)

@@ -24,18 +24,17 @@ far from the mean, and any sample of the channel is close enough.
 
 Versions: ``*_reference`` (NumPy, the formulas), ``*_cpu`` (Numba, parallel over blocks of
 rows, each block owning its partial sums), ``*_gpu`` (the reference's array expressions run
-by CuPy: a few memory-bound launches, no raw CUDA needed). The dispatchers at the bottom
-use the reference on the CPU too for arrays too small to be worth waking threads for.
+by CuPy: a few memory-bound launches, no raw CUDA needed). Each kernel is registered once
+with its versions (``minicnn.kernels.registry``: ``MINICNN_KERNELS=reference`` runs the
+references); the Numba version hands arrays too small to be worth waking threads for to
+the reference.
 """
 import numba
 import numpy as np
 from numba import njit, prange
 
 from minicnn.backend import get_array_module
-
-
-def _on_gpu(array):
-    return get_array_module(array) is not np
+from minicnn.kernels.registry import register_kernel
 
 
 # ============================================================================ reference
@@ -171,30 +170,42 @@ def scale_shift2_cpu(a, scale_a, b, scale_b, shift):
 SMALL = 1 << 15
 
 
-def _pick(array, gpu, cpu, reference):
-    if _on_gpu(array):
-        return gpu
-    return reference if array.size < SMALL else cpu
+def _numba_unless_small(numba_version, reference):
+    """The Numba version for arrays worth waking its threads for, the reference below."""
+    def run(rows, *args):
+        return (reference if rows.size < SMALL else numba_version)(rows, *args)
+    run.__name__ = numba_version.__name__
+    return run
+
+
+_channel_stats = register_kernel(
+    "batchnorm_channel_stats", channel_stats_reference,
+    numba=_numba_unless_small(channel_stats_cpu, channel_stats_reference), cuda=channel_stats_gpu)
+_backward_sums = register_kernel(
+    "batchnorm_backward_sums", backward_sums_reference,
+    numba=_numba_unless_small(backward_sums_cpu, backward_sums_reference), cuda=backward_sums_gpu)
+_scale_shift = register_kernel(
+    "batchnorm_scale_shift", scale_shift_reference,
+    numba=_numba_unless_small(scale_shift_cpu, scale_shift_reference), cuda=scale_shift_gpu)
+_scale_shift2 = register_kernel(
+    "batchnorm_scale_shift2", scale_shift2_reference,
+    numba=_numba_unless_small(scale_shift2_cpu, scale_shift2_reference), cuda=scale_shift2_gpu)
 
 
 def channel_stats(rows):
-    return _pick(rows, channel_stats_gpu, channel_stats_cpu, channel_stats_reference)(rows)
+    return _channel_stats(rows)
 
 
 def backward_sums(gy, rows, mean):
-    return _pick(rows, backward_sums_gpu, backward_sums_cpu, backward_sums_reference)(
-        gy, rows, mean)
+    return _backward_sums(gy, rows, mean)
 
 
 def scale_shift(rows, scale, shift):
     xp = get_array_module(rows)
-    scale, shift = xp.asarray(scale, rows.dtype), xp.asarray(shift, rows.dtype)
-    return _pick(rows, scale_shift_gpu, scale_shift_cpu, scale_shift_reference)(
-        rows, scale, shift)
+    return _scale_shift(rows, xp.asarray(scale, rows.dtype), xp.asarray(shift, rows.dtype))
 
 
 def scale_shift2(a, scale_a, b, scale_b, shift):
     xp = get_array_module(a)
     scale_a, scale_b, shift = (xp.asarray(v, a.dtype) for v in (scale_a, scale_b, shift))
-    return _pick(a, scale_shift2_gpu, scale_shift2_cpu, scale_shift2_reference)(
-        a, scale_a, b, scale_b, shift)
+    return _scale_shift2(a, scale_a, b, scale_b, shift)

@@ -78,10 +78,8 @@ def _chain(module, sequential_like, name=""):
 
 def _trace(model, shape):
     """A ForwardTrace of one batch-1 pass at ``shape``."""
-    from minicnn.trace import trace_forward
-    parameter = next(iter(model.parameters()))
-    x = np.random.default_rng(0).standard_normal((1,) + tuple(shape)).astype(parameter.dtype)
-    return trace_forward(model, x)
+    from minicnn.trace import sample_input, trace_forward
+    return trace_forward(model, sample_input(model, shape))
 
 
 def _sequential_like(model, trace):

@@ -41,7 +41,7 @@ from minicnn.backend import get_array_module
 from minicnn.nn.conv import Conv2d
 from minicnn.nn.layers import Identity, Linear
 from minicnn.nn.module import Parameter
-from minicnn.nn.norm import BatchNorm1d, BatchNorm2d, _BatchNorm
+from minicnn.nn.norm import BatchNorm1d, BatchNorm2d, BatchNormNd
 from minicnn.nn.transfer import replace_module
 
 _WEIGHT_LAYERS = (Conv2d, Linear)
@@ -64,7 +64,7 @@ def _structural_pairs(model):
     for parent_name, parent in model.named_modules():
         children = list(parent._modules.items())
         for (name_a, a), (name_b, b) in zip(children, children[1:]):
-            if isinstance(a, _WEIGHT_LAYERS) and isinstance(b, _BatchNorm) and _fits(a, b):
+            if isinstance(a, _WEIGHT_LAYERS) and isinstance(b, BatchNormNd) and _fits(a, b):
                 prefix = parent_name + "." if parent_name else ""
                 pairs.append((prefix + name_a, prefix + name_b))
     return pairs
@@ -72,23 +72,19 @@ def _structural_pairs(model):
 
 def _traced_pairs(model, input_size, in_channels):
     """(layer name, bn name) from the data flow of one traced batch-1 pass."""
-    from minicnn.trace import input_shape, trace_forward
+    from minicnn.trace import input_shape, sample_input, tensors_in, trace_forward
     shape = input_shape(model, input_size, in_channels, caller="fold_batchnorm")
-    parameter = next(iter(model.parameters()))
-    xp = get_array_module(parameter.data)
-    sample = xp.asarray(np.random.default_rng(0).standard_normal((1,) + shape),
-                        dtype=parameter.dtype)
-    trace = trace_forward(model, sample)
+    trace = trace_forward(model, sample_input(model, shape))
     times_called = {}
     for call in trace.calls:
         times_called[id(call.module)] = times_called.get(id(call.module), 0) + 1
     made_by_layer = {id(call.output): call for call in trace.calls
                      if isinstance(call.module, _WEIGHT_LAYERS)}
-    returned = {id(t) for t in _flatten(trace.output)}
+    returned = {id(t) for t in tensors_in(trace.output)}
     pairs = []
     for call in trace.calls:
         bn = call.module
-        if not isinstance(bn, _BatchNorm) or len(call.inputs) != 1:
+        if not isinstance(bn, BatchNormNd) or len(call.inputs) != 1:
             continue
         x = call.inputs[0]
         producer = made_by_layer.get(id(x))
@@ -101,12 +97,6 @@ def _traced_pairs(model, input_size, in_channels):
         if all(op.module is bn for op in trace.readers(x)):
             pairs.append((producer.name, call.name))
     return pairs
-
-
-def _flatten(value):
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in _flatten(v)]
-    return [value]
 
 
 def find_foldable_pairs(model, input_size=None, in_channels=None):

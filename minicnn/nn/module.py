@@ -76,11 +76,11 @@ class Module:
         object.__delattr__(self, name)
 
     def register_buffer(self, name, array):
-        """A named array saved in ``state_dict()`` but not trained (e.g. running mean)."""
-        object.__setattr__(self, name, array)
-        self._buffers[name] = array
+        """A named array saved in ``state_dict()`` but not trained (e.g. running mean).
 
-    def _set_buffer(self, name, array):
+        Registering a name again replaces the array (how ``to()`` and ``load_state_dict``
+        put a moved or loaded buffer in place).
+        """
         object.__setattr__(self, name, array)
         self._buffers[name] = array
 
@@ -205,7 +205,7 @@ class Module:
                 b = b if device is None else to_device(b, device)
                 if dtype is not None and b.dtype.kind == "f":
                     b = b.astype(dtype)
-                module._set_buffer(name, b)
+                module.register_buffer(name, b)
         return self
 
     def double(self):
@@ -265,7 +265,7 @@ class Module:
                 module, name = buffer_owner[key]
                 old = getattr(module, name)
                 xp = get_array_module(old) if old is not None else np
-                module._set_buffer(name, xp.asarray(value, dtype=getattr(old, "dtype", None)).copy())
+                module.register_buffer(name, xp.asarray(value, dtype=getattr(old, "dtype", None)).copy())
         return missing, unexpected
 
     # -- printing ---------------------------------------------------------------------

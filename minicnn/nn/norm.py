@@ -5,8 +5,9 @@ from minicnn import functional as F
 from minicnn.nn.module import Module, Parameter
 
 
-class _BatchNorm(Module):
-    """Batch normalization (Ioffe & Szegedy 2015).
+class BatchNormNd(Module):
+    """Batch normalization (Ioffe & Szegedy 2015): what ``BatchNorm1d`` and ``BatchNorm2d``
+    share (tools that treat both alike, such as folding, test for this class).
 
     y = γ · (x − μ) / √(σ² + ε) + β, with μ, σ² the batch statistics per channel in
     training (and running = (1 − m)·running + m·batch, unbiased variance) and the running
@@ -41,12 +42,12 @@ class _BatchNorm(Module):
                 f"affine={self.affine}")
 
 
-class BatchNorm2d(_BatchNorm):
+class BatchNorm2d(BatchNormNd):
     """Batch norm over (N, C, H, W): statistics per channel over N, H and W."""
     expected_ndim = (4,)
 
 
-class BatchNorm1d(_BatchNorm):
+class BatchNorm1d(BatchNormNd):
     """Batch norm over (N, C) (or (N, C, L)): statistics per feature over the batch."""
     expected_ndim = (2, 3)
 

@@ -27,7 +27,7 @@ from minicnn.backend import get_array_module
 from minicnn.nn.conv import Conv2d
 from minicnn.nn.layers import Linear
 from minicnn.nn.module import Module
-from minicnn.nn.norm import BatchNorm1d, BatchNorm2d, _BatchNorm
+from minicnn.nn.norm import BatchNorm1d, BatchNorm2d, BatchNormNd
 
 
 # ================================================================= finding and replacing
@@ -208,7 +208,7 @@ def apply_freeze(model, mode, freeze_bn=True):
                          f"(N an integer), got {mode!r}")
     if freeze_bn:
         frozen_set = set(frozen)
-        pinned = [name for name, m in model.named_modules() if isinstance(m, _BatchNorm)
+        pinned = [name for name, m in model.named_modules() if isinstance(m, BatchNormNd)
                   and all(f"{name}.{p}" in frozen_set for p, v in m._parameters.items()
                           if v is not None)]
         for name in pinned:

@@ -48,7 +48,7 @@ class Adam(Optimizer):
         state["step"] += 1
         t = state["step"]
         bias1, bias2 = 1.0 - beta1 ** t, 1.0 - beta2 ** t
-        # one pass over memory on the CPU: minicnn/kernels/optim.py
+        # one pass over memory (Numba on the CPU, one CUDA kernel on the GPU): kernels/optim.py
         adam_step(param.data, grad, state["exp_avg"], state["exp_avg_sq"], beta1, beta2,
                   step_size=lr / bias1, correction2=1.0 / math.sqrt(bias2), eps=eps)
 

@@ -19,7 +19,7 @@ they run at array speed on NumPy and on CuPy, and a float32 parameter stays floa
 import abc
 import math
 
-from minicnn.backend import get_array_module, to_device
+from minicnn.backend import device_of, get_array_module, to_device
 from minicnn.tensor import Tensor
 
 
@@ -87,7 +87,10 @@ class Optimizer(abc.ABC):
                 if p.grad.shape != p.shape:
                     raise ValueError(f"{type(self).__name__}: gradient of shape "
                                      f"{p.grad.shape} for a parameter of shape {p.shape}")
-                self.update(p, p.grad, self.state.setdefault(p, {}), group)
+                state = self.state.setdefault(p, {})
+                if state:
+                    _follow_parameter(p.data, state)
+                self.update(p, p.grad, state, group)
 
     @abc.abstractmethod
     def update(self, param, grad, state, group):
@@ -160,6 +163,21 @@ class Optimizer(abc.ABC):
             settings = ", ".join(f"{k}={v}" for k, v in group.items() if k != "params")
             lines.append(f"  group {i}: {len(group['params'])} tensors, {settings}")
         return "\n".join(lines + [")"])
+
+
+def _follow_parameter(data, state):
+    """Put the parameter's state arrays where the parameter now is, in its dtype.
+
+    ``model.to("gpu")`` or ``model.double()`` between two steps gives a parameter a new
+    array; its momentum or moment estimates must follow it (as ``load_state_dict`` and
+    the EMA's shadows do), or the next update mixes devices. One type and dtype
+    comparison per array when nothing moved.
+    """
+    for key, value in state.items():
+        if hasattr(value, "shape") and (type(value) is not type(data)
+                                        or value.dtype != data.dtype):
+            moved = to_device(value, device_of(data))
+            state[key] = moved if moved.dtype == data.dtype else moved.astype(data.dtype)
 
 
 def _plain(value):

@@ -13,7 +13,7 @@ import numpy as np
 
 from architectures.alexnet import alexnet
 from minicnn import distributed, functional as F
-from minicnn.distributed.model_parallel import ModelParallelAlexNet, tower_parameter_pairs
+from architectures.alexnet import ModelParallelAlexNet, tower_parameter_pairs
 from minicnn.nn import init
 from minicnn.tensor import Tensor
 
