@@ -483,9 +483,26 @@ def prelu(b, node, attributes):
         b.parameter(slope_name)          # a trainable slope
 
     def run(x, slope):
-        x = as_tensor(x)
-        return F.where(x.data > 0, x, x * as_tensor(slope))
+        x, slope = as_tensor(x), as_tensor(slope)
+        if b.opset < 7 and slope.ndim == 1 and x.ndim > 2 and slope.shape[0] == x.shape[1]:
+            slope = F.reshape(slope, (-1,) + (1,) * (x.ndim - 2))   # one slope per channel
+        return F.where(x.data > 0, x, x * slope)
     return run
+
+
+def _exponential_linear(default_alpha, default_gamma):
+    """ELU (γ = 1) and SELU: y = γ·x for x > 0, γ·α·(eˣ − 1) otherwise."""
+    def importer(b, node, attributes):
+        alpha = float(attributes.get("alpha", default_alpha))
+        gamma = float(attributes.get("gamma", default_gamma))
+
+        def run(x):
+            x = as_tensor(x)
+            negative = (F.exp(F.clip(x, -np.inf, 0.0)) - 1.0) * alpha   # exp of x ≤ 0 only
+            y = F.where(x.data > 0, x, negative)
+            return y if gamma == 1.0 else y * gamma
+        return run
+    return importer
 
 
 def hard_sigmoid(b, node, attributes):
@@ -807,12 +824,14 @@ IMPORTERS = {
     "HardSigmoid": hard_sigmoid, "LeakyRelu": leaky_relu, "PRelu": prelu, "Clip": clip,
     "Softmax": _softmax(F.softmax), "LogSoftmax": _softmax(F.log_softmax),
     "Exp": _elementwise(F.exp), "Log": _elementwise(F.log), "Sqrt": _elementwise(F.sqrt),
-    "Neg": _elementwise(F.neg),
+    "Neg": _elementwise(F.neg), "Elu": _exponential_linear(1.0, 1.0),
+    "Selu": _exponential_linear(1.6732632423543772, 1.0507009873554805),
     # arithmetic
     "Add": _binary(F.add, np.add), "Sub": _binary(F.sub, np.subtract),
     "Mul": _binary(F.mul, np.multiply), "Div": _binary(F.div, np.divide),
     "Pow": power, "MatMul": matmul,
     "Sum": _variadic(F.add), "Max": _variadic(F.maximum),
+    "Min": _variadic(lambda a, b: F.neg(F.maximum(F.neg(a), F.neg(b)))),
     "ReduceSum": _reduction(F.sum, np.sum), "ReduceMean": _reduction(F.mean, np.mean),
     "ReduceMax": _reduction(F.max, np.max),
     # shapes and plumbing
