@@ -172,9 +172,10 @@ def linear(w, layer, name, x, inputs):
 
 
 def _pool_attributes(layer):
-    attributes = dict(kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-                      pads=_pads(layer.padding), ceil_mode=int(layer.ceil_mode))
-    return attributes
+    """ONNX pools count and place windows as ours do, ceil_mode included (a last window
+    that would start in the right padding is dropped; the tests hold onnxruntime to it)."""
+    return dict(kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
+                pads=_pads(layer.padding), ceil_mode=int(layer.ceil_mode))
 
 
 def max_pool(w, layer, name, x, inputs):
@@ -276,10 +277,10 @@ def scaled_tanh(w, layer, name, x, inputs):
 
 
 def _scaled_tanh(w, x, like, name):
-    ScaledTanh = A.ScaledTanh
-    inner = w.node("Mul", [x, w.scalar(ScaledTanh.S, like, f"{name}.S")], f"{name}.scaled")
+    """LeCun's A·tanh(S·x)."""
+    inner = w.node("Mul", [x, w.scalar(A.ScaledTanh.S, like, f"{name}.S")], f"{name}.scaled")
     return w.node("Mul", [w.node("Tanh", [inner], f"{name}.tanh"),
-                          w.scalar(ScaledTanh.A, like, f"{name}.A")], name)
+                          w.scalar(A.ScaledTanh.A, like, f"{name}.A")], name)
 
 
 def silu(w, layer, name, x, inputs):
