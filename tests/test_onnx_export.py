@@ -2,9 +2,12 @@
 minicnn computes (relative error ≤ 1e-4) at a batch size other than the traced one, and
 loading the file back gives the same outputs and the same number of parameters."""
 import importlib
+import os
+import tempfile
 
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -111,6 +114,9 @@ LAYER_CASES = {
     "avg_pool_counts_padding": (nn.Sequential(
         nn.AvgPool2d(3, 2, padding=1, count_include_pad=True),
         nn.AvgPool2d(3, 2, padding=1, count_include_pad=False)), (2, 13, 12)),
+    "pool_ceil_mode_drops_a_window_starting_in_the_padding": (nn.Sequential(
+        nn.MaxPool2d(2, 2, padding=1, ceil_mode=True),
+        nn.AvgPool2d(2, 2, padding=1, ceil_mode=True, count_include_pad=False)), (2, 5, 9)),
     "avg_pool_ceil_mode": (nn.Sequential(
         nn.AvgPool2d(3, 2, padding=1, ceil_mode=True, count_include_pad=True),
         nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)), (2, 10, 10)),
@@ -301,3 +307,44 @@ def test_every_family_exports_at_its_published_input(family, tmp_path):
     assert loaded.num_parameters() == parameters_in_inference(model)
     print(f"\n{family:18s} {name:30s} {shape}  onnxruntime {runtime_error:.2e}  "
           f"round trip {round_trip_error:.2e}  parameters {loaded.num_parameters():,}")
+
+
+# ============================================================================ property
+
+@st.composite
+def window_layers(draw):
+    """A pooling or convolution layer and an input it can take: any kernel, stride,
+    padding up to half the kernel, dilation, ceil_mode and count_include_pad."""
+    kind = draw(st.sampled_from(["max", "avg", "conv"]))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) if kind != "avg" else (1, 1)
+    span = [dilation[i] * (kernel[i] - 1) + 1 for i in range(2)]
+    size = tuple(draw(st.integers(max(span[i], 2), 9)) for i in range(2))
+    if kind == "max":
+        layer = nn.MaxPool2d(kernel, stride, padding, dilation, ceil_mode=draw(st.booleans()))
+    elif kind == "avg":
+        layer = nn.AvgPool2d(kernel, stride, padding, ceil_mode=draw(st.booleans()),
+                             count_include_pad=draw(st.booleans()))
+    else:
+        groups = draw(st.sampled_from([1, 2]))
+        layer = nn.Conv2d(2, 4, kernel, stride, padding, dilation, groups,
+                          bias=draw(st.booleans()))
+    return layer, (2,) + size
+
+
+@pytest.mark.slow              # ~40 s: an onnxruntime session per example
+@given(window_layers())
+def test_any_window_geometry_matches_onnxruntime(case):
+    layer, input_shape = case
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "window.onnx")
+        export(layer, path, input_shape)
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal((BATCH,) + input_shape).astype(np.float32)
+    with no_grad():
+        ours = layer(Tensor(x)).numpy()
+    theirs = session.run(None, {"input": x})[0]
+    assert theirs.shape == ours.shape
+    np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5)

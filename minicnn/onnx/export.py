@@ -171,21 +171,44 @@ def linear(w, layer, name, x, inputs):
     return y if layer.bias is None else w.node("Add", [y, w.name_of(layer.bias)], name)
 
 
-def _pool_attributes(layer):
-    """ONNX pools count and place windows as ours do, ceil_mode included (a last window
-    that would start in the right padding is dropped; the tests hold onnxruntime to it)."""
-    return dict(kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
-                pads=_pads(layer.padding), ceil_mode=int(layer.ceil_mode))
+def _pool(w, op_type, layer, name, x, inputs, **attributes):
+    """A MaxPool/AveragePool node with the layer's window, then, in ceil_mode, a Slice
+    where ONNX would keep a window that ours drops.
+
+    ceil_mode rounds the number of windows up; ours (and PyTorch's) then drops a last window
+    that would start inside the right/bottom padding, while ONNX's shape inference keeps it.
+    The windows before it are the same in both, so cutting ONNX's last one off gives ours.
+    """
+    y = w.node(op_type, [x], name, kernel_shape=list(layer.kernel_size),
+               strides=list(layer.stride), pads=_pads(layer.padding),
+               ceil_mode=int(layer.ceil_mode), **attributes)
+    if not layer.ceil_mode:
+        return y
+    dilation = getattr(layer, "dilation", (1, 1))
+    ours, theirs = [], []
+    for axis in range(2):
+        size, kernel = inputs[0].shape[2 + axis], layer.kernel_size[axis]
+        stride, padding = layer.stride[axis], layer.padding[axis]
+        windows = -(-(size + 2 * padding - dilation[axis] * (kernel - 1) - 1) // stride) + 1
+        theirs.append(windows)
+        ours.append(windows - 1 if (windows - 1) * stride >= size + padding else windows)
+    if ours == theirs:
+        return y
+    pooled = w.fresh(f"{name}.ceil")
+    w.nodes[-1].output[0] = pooled               # the pool writes here; the Slice gives y
+    w.nodes.append(w.onnx.helper.make_node(
+        "Slice", [pooled, w.ints([0, 0], f"{name}.starts"), w.ints(ours, f"{name}.ends"),
+                  w.ints([2, 3], f"{name}.axes")], [y], name=w.fresh(f"{name}/Slice")))
+    return y
 
 
 def max_pool(w, layer, name, x, inputs):
-    return w.node("MaxPool", [x], name, dilations=list(layer.dilation),
-                  **_pool_attributes(layer))
+    return _pool(w, "MaxPool", layer, name, x, inputs, dilations=list(layer.dilation))
 
 
 def avg_pool(w, layer, name, x, inputs):
-    return w.node("AveragePool", [x], name, count_include_pad=int(layer.count_include_pad),
-                  **_pool_attributes(layer))
+    return _pool(w, "AveragePool", layer, name, x, inputs,
+                 count_include_pad=int(layer.count_include_pad))
 
 
 def _adaptive_pool(op_type, global_op_type):
