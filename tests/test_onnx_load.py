@@ -233,12 +233,15 @@ def test_average_pool_with_uneven_or_wide_padding_matches_onnxruntime(pads, incl
 def test_shape_gather_concat_chain_computes_the_flatten_size(tmp_path):
     """What PyTorch writes for x.view(x.size(0), -1): the batch size read from the graph."""
     h = onnx.helper
+
+    def integers(name, dims, values):
+        return h.make_tensor(name, onnx.TensorProto.INT64, dims, values)
     nodes = [
         h.make_node("Shape", ["x"], ["shape"]),
-        h.make_node("Constant", [], ["zero"], value=h.make_tensor("zero", onnx.TensorProto.INT64, [], [0])),
+        h.make_node("Constant", [], ["zero"], value=integers("zero", [], [0])),
         h.make_node("Gather", ["shape", "zero"], ["batch"], axis=0),
         h.make_node("Unsqueeze", ["batch", "axes"], ["batch_1d"]),
-        h.make_node("Constant", [], ["minus_one"], value=h.make_tensor("m", onnx.TensorProto.INT64, [1], [-1])),
+        h.make_node("Constant", [], ["minus_one"], value=integers("minus_one", [1], [-1])),
         h.make_node("Concat", ["batch_1d", "minus_one"], ["target"], axis=0),
         h.make_node("Reshape", ["x", "target"], ["y"]),
     ]

@@ -10,6 +10,7 @@ one node per layer or operation; ``load.py`` turns each node back into a minicnn
 function. Each file keeps its converters in one table.
 """
 from minicnn.onnx.export import ExportError, export, to_onnx
-from minicnn.onnx.load import OnnxLoadError, OnnxModel, load
+from minicnn.onnx.load import OnnxLoadError, OnnxModel, from_proto, load
 
-__all__ = ["export", "to_onnx", "load", "OnnxModel", "ExportError", "OnnxLoadError"]
+__all__ = ["export", "to_onnx", "load", "from_proto", "OnnxModel", "ExportError",
+           "OnnxLoadError"]

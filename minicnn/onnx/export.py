@@ -556,6 +556,13 @@ def densenet_concat_into_buffer(w, function, names, inputs, hint):
     return w.node("Concat", names, hint, axis=1)
 
 
+def _with_attribute(op_type, attribute, onnx_name, cast_to=float):
+    def convert(w, function, names, inputs, hint):
+        value = cast_to(getattr(function, attribute))
+        return w.node(op_type, names[:1], hint, **{onnx_name: value})
+    return convert
+
+
 # Function type → converter(writer, function, input_names, input_tensors, hint) -> name(s)
 OPERATION_CONVERTERS = {
     M.Add: _binary("Add"), M.Sub: _binary("Sub"), M.Mul: _binary("Mul"),
@@ -571,20 +578,11 @@ OPERATION_CONVERTERS = {
     A.Tanh: _elementwise("Tanh"), A.ScaledTanh: scaled_tanh_op, A.SiLU: silu_op,
     A.HardSigmoid: _elementwise("HardSigmoid", alpha=1.0 / 6.0, beta=0.5),
     A.HardSwish: _elementwise("HardSwish"),
-}
-
-
-def _with_attribute(op_type, attribute, onnx_name, cast_to=float):
-    def convert(w, function, names, inputs, hint):
-        return w.node(op_type, names[:1], hint, **{onnx_name: cast_to(getattr(function, attribute))})
-    return convert
-
-
-OPERATION_CONVERTERS.update({
     A.LeakyReLU: _with_attribute("LeakyRelu", "slope", "alpha"),
     A.Softmax: _with_attribute("Softmax", "axis", "axis", int),
     A.LogSoftmax: _with_attribute("LogSoftmax", "axis", "axis", int),
-})
+}
+
 
 ARCHITECTURE_OPERATION_CONVERTERS = {
     "architectures.densenet.ConcatIntoBuffer": densenet_concat_into_buffer,

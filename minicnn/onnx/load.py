@@ -22,7 +22,6 @@ ONNX, or a graph that reads a value nothing provides is refused at load time wit
 error naming the file.
 """
 import builtins
-import math
 import os
 import re
 
@@ -199,7 +198,8 @@ def from_proto(proto, source="<onnx>"):
         if importer is None:
             raise OnnxLoadError(
                 f"{source}: node {node.name!r} uses op {node.op_type!r} (opset {opset}), which "
-                f"minicnn.onnx.load does not support; supported ops: {', '.join(sorted(IMPORTERS))}")
+                "minicnn.onnx.load does not support; supported ops: "
+                f"{', '.join(sorted(IMPORTERS))}")
         try:
             run = importer(builder, node, builder.attributes(node))
         except OnnxLoadError:
