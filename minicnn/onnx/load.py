@@ -364,28 +364,31 @@ def _pool(kind):
             raise ValueError("MaxPool's Indices output is not supported")
         padding = _window_padding(attributes, kernel, strides, dilations, node)
 
-        def fits_layer(pads):
-            return (_is_symmetric(pads) and pads[0][0] <= kernel[0] // 2
-                    and pads[1][0] <= kernel[1] // 2)
+        def pool_layer(inner_padding, count_include_pad):
+            if kind == "max":
+                return nn.MaxPool2d(kernel, strides, inner_padding, dilations, ceil_mode)
+            return nn.AvgPool2d(kernel, strides, inner_padding, ceil_mode, count_include_pad)
+
+        # Pools are layers (nn.MaxPool2d, nn.AvgPool2d), so a loaded network exports again.
+        if attributes.get("auto_pad", "NOTSET") in ("NOTSET", "VALID", ""):
+            pads = padding(None)
+            if (_is_symmetric(pads) and pads[0][0] <= kernel[0] // 2
+                    and pads[1][0] <= kernel[1] // 2):
+                return b.add_layer(node, pool_layer((pads[0][0], pads[1][0]), include_pad))
+        # Padding that differs between sides, is wider than half a window or depends on the
+        # input (auto_pad): pad explicitly, then pool without padding.
+        unpadded = b.add_layer(node, pool_layer(0, True))
 
         def run(x):
             pads = padding(x)
-            if fits_layer(pads):
-                inner = (pads[0][0], pads[1][0])
-                if kind == "max":
-                    return F.max_pool2d(x, kernel, strides, inner, dilations, ceil_mode)
-                return F.avg_pool2d(x, kernel, strides, inner, ceil_mode, include_pad)
-            if kind == "max":                      # padding more than half a window
-                return F.max_pool2d(_explicit_pad(x, pads, -np.inf), kernel, strides, 0,
-                                    dilations, ceil_mode)
-            summed = F.avg_pool2d(_explicit_pad(x, pads), kernel, strides, 0, ceil_mode, True)
+            if kind == "max":
+                return unpadded(_explicit_pad(x, pads, -np.inf))
+            summed = unpadded(_explicit_pad(x, pads))
             if include_pad:
                 return summed
             # mean over the real cells only: divide by the share of the window they fill
-            ones = np.ones((1, 1) + tuple(x.shape[2:]), dtype=x.dtype)
-            share = F.avg_pool2d(_explicit_pad(Tensor(ones), pads), kernel, strides, 0,
-                                 ceil_mode, True)
-            return summed / share
+            ones = Tensor(np.ones((1, 1) + tuple(x.shape[2:]), dtype=x.dtype))
+            return summed / unpadded(_explicit_pad(ones, pads))
         return run
     return importer
 
@@ -417,7 +420,8 @@ def batch_normalization(b, node, attributes):
             if x.ndim == 4:
                 return layer(x)
             return F.batch_norm(x, layer.running_mean, layer.running_var, layer.weight,
-                                layer.bias, training=False, momentum=momentum, eps=eps)
+                                layer.bias, training=layer.training, momentum=momentum,
+                                eps=eps)
         return run
 
     def run_functional(x, weight, bias, running_mean, running_var):
