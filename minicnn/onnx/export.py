@@ -176,8 +176,9 @@ def _pool(w, op_type, layer, name, x, inputs, **attributes):
     where ONNX would keep a window that ours drops.
 
     ceil_mode rounds the number of windows up; ours (and PyTorch's) then drops a last window
-    that would start inside the right/bottom padding, while ONNX's shape inference keeps it.
-    The windows before it are the same in both, so cutting ONNX's last one off gives ours.
+    that would start inside the right/bottom padding, while ONNX's shape inference keeps it
+    (onnxruntime drops it, warning that the shape differs from the model's). The windows
+    before it are the same either way, so the Slice gives our shape under both readings.
     """
     y = w.node(op_type, [x], name, kernel_shape=list(layer.kernel_size),
                strides=list(layer.stride), pads=_pads(layer.padding),
