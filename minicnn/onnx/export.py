@@ -342,7 +342,8 @@ def lenet_partial_conv(w, layer, name, x, inputs):
     """LeNet-5's C3: the dense weight is assembled in the graph from the connected kernels
     (``selection @ kernels``), so the file keeps the paper's 1,516 parameters."""
     k = layer.kernel_size
-    selection = w.constant(layer.selection.astype(inputs[0].dtype), f"{name}.selection")
+    fixed = to_device(layer.selection, "cpu").astype(layer.kernels.dtype)   # not a weight
+    selection = w.constant(fixed, f"{name}.selection")
     dense = w.node("MatMul", [selection, w.name_of(layer.kernels)], f"{name}.dense")
     weight = w.node("Reshape", [dense, w.ints([layer.out_channels, layer.in_channels, k, k],
                                              f"{name}.weight_shape")], f"{name}.weight")
