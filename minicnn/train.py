@@ -50,6 +50,7 @@ import numpy as np
 
 from minicnn import functional as F
 from minicnn.backend import get_array_module, to_device
+from minicnn.files import atomic_write
 from minicnn.tensor import Tensor, no_grad
 
 CHECKPOINT_KIND = "minicnn-training"
@@ -235,7 +236,6 @@ def history_paths(checkpoint):
 
 
 def _write_text_atomically(path, text):
-    from minicnn.data.download import atomic_write
     atomic_write(path, lambda f: f.write(text.encode()))
 
 

@@ -25,7 +25,8 @@ from hypothesis import given, settings, strategies as st
 from minicnn.data import DataLoader, load_dataset, transforms
 from minicnn.data import cifar, mnist
 from minicnn.data.dataset import ArrayDataset, DatasetError, default_data_dir, safe_unpickle
-from minicnn.data.download import DownloadError, atomic_write, download
+from minicnn.data.download import DownloadError, download
+from minicnn.files import atomic_write
 
 
 # ----------------------------------------------------------------------------- helpers
