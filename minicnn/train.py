@@ -19,13 +19,25 @@ Nothing lost
     After every epoch a checkpoint is written atomically (temporary file, then rename):
     weights and buffers, optimizer and schedule state, the epoch and batch reached,
     the metrics so far, and the state of every random generator the run draws from.
-    Ctrl-C asks the loop to stop after the current batch; it saves the same checkpoint
-    (now in the middle of an epoch) and raises ``TrainingInterrupted``. A second Ctrl-C
-    stops at once without saving.
+    Ctrl-C (or SIGTERM, what ``timeout`` and batch schedulers send) asks the loop to stop
+    after the current batch; it saves the same checkpoint (now in the middle of an epoch)
+    and raises ``TrainingInterrupted``. A second one stops at once without saving (the
+    checkpoint on disk is the last complete one: writes are atomic). Temporaries left by
+    a run that was killed outright (``kill -9``) are removed when the next run starts.
+
+Nothing broken kept
+    A loss, test loss or weight that stops being finite ends the run with
+    ``TrainingDiverged`` (a ``FloatingPointError``) naming the likely cause — the data when
+    the batch itself holds NaN or infinity, the step size otherwise — before anything is
+    saved: the checkpoint on disk stays the last good one.
 
 Exact resumption
     ``fit(..., resume=checkpoint)`` continues where the checkpoint left off, producing
-    the same weights, bit for bit, as a run that was never interrupted: the loader's
+    the same weights, bit for bit, as a run that was never interrupted. The checkpoint
+    gives the *progress* (weights, optimizer buffers, the schedule's step, epoch, batch,
+    generators); the optimizer and schedule passed in give the *settings* (learning rate,
+    momentum, weight decay, the schedule's shape and length), so a resumed run may change
+    them and the schedule continues from the same step on its new curve. The loader's
     shuffling and augmentation are functions of (seed, epoch, batch) (see
     ``minicnn.data.loader``), the model's own generators (dropout) are restored from the
     checkpoint, and the running sums of the interrupted epoch are restored too so its
@@ -64,6 +76,11 @@ class TrainingInterrupted(Exception):
         where = f"epoch {epoch + 1}, batch {batch}"
         saved = f"; checkpoint saved to {checkpoint}" if checkpoint else "; nothing saved"
         super().__init__(f"training interrupted at {where}{saved}")
+
+
+class TrainingDiverged(FloatingPointError):
+    """Raised by ``fit`` when the loss, the test loss or a weight is no longer finite;
+    nothing was saved after it happened."""
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -271,39 +288,92 @@ def load_training_checkpoint(path):
 
 
 def restore(state, model, optimizer=None, schedule=None):
-    """Load a checkpoint's weights, optimizer and schedule state and random generators;
-    returns its ``progress`` dict (epoch, batch, history, running sums)."""
+    """Load a checkpoint's progress; returns its ``progress`` dict (epoch, batch, history,
+    running sums).
+
+    Progress is the weights and buffers, the optimizer's per-parameter state (momentum,
+    Adam's moments), the schedule's step count and the random generators. The settings
+    stay those ``optimizer`` and ``schedule`` were built with (learning rate, momentum,
+    weight decay, the schedule's base rate and length): a resumed run takes what it is
+    told now, and the schedule continues from the saved step on the curve it describes.
+    """
     model.load_state_dict(state["model"])
     if optimizer is not None and state.get("optimizer") is not None:
+        settings = [{k: v for k, v in group.items() if k != "params"}
+                    for group in optimizer.param_groups]
         optimizer.load_state_dict(state["optimizer"])
+        for group, own in zip(optimizer.param_groups, settings):
+            group.update(own)
     if schedule is not None and state.get("schedule") is not None:
-        schedule.load_state_dict(state["schedule"])
+        schedule.load_state_dict({**schedule.state_dict(),
+                                  "step_count": state["schedule"]["step_count"]})
     set_random_state(model, state.get("random") or {})
     return state["progress"]
 
 
-class _CtrlC:
-    """While active, the first SIGINT only raises a flag (the loop stops at the next batch
-    boundary, where the state is consistent); a second one interrupts immediately."""
+def _finite(array):
+    xp = get_array_module(array)
+    return bool(xp.isfinite(array).all())
+
+
+def _first_non_finite_weight(model):
+    for name, parameter in model.named_parameters():
+        if not _finite(parameter.data):
+            return name
+    return None
+
+
+def _position(epoch, batch):
+    """A checkpoint's place in words: ``epoch`` epochs done, then ``batch`` batches."""
+    return f"epoch {epoch + 1}, batch {batch}" if batch else f"after epoch {epoch}"
+
+
+def _divergence(what, where, images, optimizer, checkpoint, saved_epoch):
+    """The message for a value that stopped being finite: its likely cause and what the
+    user still has."""
+    if images is not None and not _finite(images):
+        cause = ("the input batch itself holds NaN or infinite values: check the data "
+                 "(and its normalisation: a channel with zero spread divides by zero)")
+    else:
+        cause = (f"the step size is probably too large (learning rate "
+                 f"{optimizer.param_groups[0]['lr']:.4g}): try a lower --lr")
+    if checkpoint is None:
+        kept = "nothing was saved"
+    elif saved_epoch is None:
+        kept = f"nothing was saved to {checkpoint}"
+    else:
+        kept = f"the last good checkpoint ({checkpoint}, {saved_epoch}) was kept"
+    return f"{what} at {where}; {cause}; {kept}"
+
+
+class _StopRequests:
+    """While active, the first SIGINT (Ctrl-C) or SIGTERM (``timeout``, batch schedulers)
+    only raises a flag: the loop stops at the next batch boundary, where the state is
+    consistent, and saves. A second one interrupts at once (KeyboardInterrupt)."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
+                    if s is not None)
 
     def __init__(self, log):
-        self.requested, self.log, self.previous = False, log, None
+        self.requested, self.log, self.previous = False, log, {}
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        self.log("\nCtrl-C: stopping after this batch and saving a checkpoint "
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.log(f"\n{name}: stopping after this batch and saving a checkpoint "
                  "(press Ctrl-C again to quit without saving)")
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -344,8 +414,9 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
                        metrics summed over the ranks, and only the main rank logs, shows
                        progress and writes files.
 
-    Raises ``TrainingInterrupted`` after Ctrl-C, and ``FloatingPointError`` when the loss
-    stops being finite (a learning rate too high, usually).
+    Raises ``TrainingInterrupted`` after Ctrl-C or SIGTERM, and ``TrainingDiverged`` (a
+    ``FloatingPointError``) when the loss, the test loss or a weight stops being finite
+    (a learning rate too high, usually); the checkpoint then stays the last good one.
     """
     device = device or _model_device(model)
     aux_weight = getattr(model, "aux_loss_weight", 0.3)
@@ -364,6 +435,11 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
             running.update(loss_sum=0.0, correct=0, seen=0)
             progress, log = False, (lambda line: None)
 
+    if checkpoint is not None and main:        # what a run killed outright left behind
+        from minicnn.files import remove_stale_temporaries
+        remove_stale_temporaries(checkpoint, *history_paths(checkpoint))
+    saved = {"where": _position(start_epoch, start_batch)} if resume is not None else {}
+
     def snapshot(epoch, batch):
         if checkpoint is None or not main:
             return
@@ -372,10 +448,15 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
         save_training_checkpoint(checkpoint, model, optimizer, schedule, progress_state,
                                  metadata)
         write_history(checkpoint, history)
+        saved["where"] = _position(epoch, batch)
+
+    def diverged(what, where, images=None):
+        return TrainingDiverged(_divergence(what, where, images, optimizer, checkpoint,
+                                            saved.get("where")))
 
     model.train()
     steps = len(train_loader)
-    with _CtrlC(lambda message: print(message, file=sys.stderr, flush=True)) as ctrl_c:
+    with _StopRequests(lambda message: print(message, file=sys.stderr, flush=True)) as ctrl_c:
         for epoch in range(start_epoch, epochs):
             first = start_batch if epoch == start_epoch else 0
             if first == 0:
@@ -389,6 +470,10 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
                     x = Tensor(to_device(images, device))
                     y = to_device(labels, device)
                     loss, logits = compute_loss(model(x), y, label_smoothing, aux_weight)
+                    value = float(loss.item())
+                    if not math.isfinite(value):   # before the step: the weights stay good
+                        raise diverged(f"the loss became {value}",
+                                       f"epoch {epoch + 1}, batch {batch + 1}", x.data)
                     optimizer.zero_grad()
                     loss.backward()
                     if distributed is not None:   # mean gradient over the ranks; any Ctrl-C
@@ -396,12 +481,6 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
                     optimizer.step()
                     if schedule is not None:
                         schedule.step()
-                    value = float(loss.item())
-                    if not math.isfinite(value):
-                        raise FloatingPointError(
-                            f"the loss became {value} at epoch {epoch + 1}, batch {batch + 1} "
-                            f"(learning rate {optimizer.param_groups[0]['lr']:.4g}); try a "
-                            "lower --lr")
                     xp = get_array_module(logits.data)
                     correct = int(xp.count_nonzero(logits.data.argmax(axis=1) == y))
                     running["loss_sum"] += value * len(labels)
@@ -428,6 +507,10 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
                 running.update(distributed.reduce_sums(
                     {k: running[k] for k in ("loss_sum", "correct", "seen")}))
                 distributed.synchronize_buffers()
+            broken = _first_non_finite_weight(model)
+            if broken is not None:     # checked before every save: never save NaN weights
+                raise diverged(f"the weight {broken} is no longer finite",
+                               f"epoch {epoch + 1}, batch {batch}")
             if ctrl_c.requested and batch < steps:
                 snapshot(epoch, batch)
                 raise TrainingInterrupted(checkpoint, epoch, batch)
@@ -445,6 +528,9 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
                     result = distributed.reduce_means(result, test_loader.num_samples)
                 record.update(test_loss=result["loss"], test_accuracy=result["accuracy"],
                               test_top5=result["top5"])
+                if not math.isfinite(result["loss"]):
+                    raise diverged(f"the test loss became {result['loss']}",
+                                   f"the end of epoch {epoch + 1}")
             history.append(record)
             log(_summary_line(record, epochs))
             running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time_s": 0.0}
