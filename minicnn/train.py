@@ -71,11 +71,13 @@ CHECKPOINT_KIND = "minicnn-training"
 class TrainingInterrupted(Exception):
     """Raised by ``fit`` after Ctrl-C, once the checkpoint (if any) is saved."""
 
-    def __init__(self, checkpoint, epoch, batch):
+    def __init__(self, checkpoint, epoch, batch, signum=None):
         self.checkpoint, self.epoch, self.batch = checkpoint, epoch, batch
+        self.signum = signum                     # the signal that asked: SIGINT, SIGTERM
         where = f"epoch {epoch + 1}, batch {batch}"
         saved = f"; checkpoint saved to {checkpoint}" if checkpoint else "; nothing saved"
-        super().__init__(f"training interrupted at {where}{saved}")
+        by = "" if signum in (None, signal.SIGINT) else f" by {signal.Signals(signum).name}"
+        super().__init__(f"training interrupted{by} at {where}{saved}")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -355,12 +357,12 @@ class _StopRequests:
                     if s is not None)
 
     def __init__(self, log):
-        self.requested, self.log, self.previous = False, log, {}
+        self.requested, self.log, self.previous, self.signum = False, log, {}, None
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signum = True, signum
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         self.log(f"\n{name}: stopping after this batch and saving a checkpoint "
                  "(press Ctrl-C again to quit without saving)")
@@ -513,7 +515,7 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
                                f"epoch {epoch + 1}, batch {batch}")
             if ctrl_c.requested and batch < steps:
                 snapshot(epoch, batch)
-                raise TrainingInterrupted(checkpoint, epoch, batch)
+                raise TrainingInterrupted(checkpoint, epoch, batch, ctrl_c.signum)
 
             record = {"epoch": epoch + 1,
                       "train_loss": running["loss_sum"] / max(running["seen"], 1),
@@ -536,5 +538,5 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
             running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time_s": 0.0}
             snapshot(epoch + 1, 0)
             if ctrl_c.requested:   # Ctrl-C during the last batch or the evaluation
-                raise TrainingInterrupted(checkpoint, epoch + 1, 0)
+                raise TrainingInterrupted(checkpoint, epoch + 1, 0, ctrl_c.signum)
     return history
