@@ -15,6 +15,30 @@ Each family module registers its named constructors with ``@register`` and ends 
 import importlib
 import numbers
 
+def _quiet_interrupt_while_starting():
+    """``python -m architectures.X`` imports this package first, then NumPy and the engine,
+    for a second or more before ``minicnn.cli.main`` takes charge of Ctrl-C. A Ctrl-C in
+    that time would print an import traceback (and SIGTERM would kill it without a word);
+    this handler ends the program with one line instead (``main`` puts Python's own
+    handlers back as it starts)."""
+    import signal
+    import sys
+    import threading
+    if sys.argv[:1] != ["-m"] or threading.current_thread() is not threading.main_thread():
+        return               # imported by a program or a test, not started as one: no change
+
+    def stop(signum, frame):
+        name = "interrupted" if signum == signal.SIGINT else "terminated (SIGTERM)"
+        print(f"{name} while starting", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, stop)
+    if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, stop)
+
+
+_quiet_interrupt_while_starting()
+
 FAMILIES = (
     "lenet5", "alexnet", "zfnet", "vgg", "nin", "googlenet", "bn_inception", "inception_v3",
     "inception_v4", "inception_resnet", "resnet", "wide_resnet", "resnext", "senet",

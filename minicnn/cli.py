@@ -1033,6 +1033,10 @@ def main(family=None, argv=None):
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     family = family or detect_family()
+    if program and _main_thread():   # replaces the start-up handlers of architectures/__init__
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if hasattr(signal, "SIGTERM"):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         with _terminate_as_interrupt():
             return run(family, argv)
