@@ -348,11 +348,22 @@ def build_parser(family, defaults, variants):
     add(see, "--finetune", "start from the weights of this checkpoint (a head of another "
         "size is skipped and reported)", metavar="CHECKPOINT")
     add(see, "--freeze", "with --finetune: none, backbone (train only the head) or "
-        "all-but-last-N", metavar="MODE")
+        "all-but-last-N", type=freeze_mode, metavar="MODE")
     trouble = parser.add_argument_group("trouble")
     add(trouble, "--debug", f"show the full traceback of an internal error (or set "
         f"{DEBUG_ENV}=1)", action="store_true")
     return parser
+
+
+def freeze_mode(text):
+    """argparse's ``type`` for --freeze: ``none``, ``backbone`` or ``all-but-last-N`` with
+    N a whole number from 1 (the network, once built, bounds N from above)."""
+    prefix = "all-but-last-"
+    count = text[len(prefix):] if text.startswith(prefix) else None
+    if text in ("none", "backbone") or (count is not None and count.isdigit() and int(count) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(f"expected none, backbone or all-but-last-N (N at least "
+                                     f"1), got {text!r}")
 
 
 def _schedule_help():
