@@ -289,6 +289,8 @@ def write_history(checkpoint, history):
         writer.writeheader()
         writer.writerows(history)
         _write_text_atomically(csv_path, out.getvalue())
+    elif os.path.exists(csv_path):   # an earlier run's (under --overwrite): not this run's
+        os.remove(csv_path)
     _write_text_atomically(json_path, json.dumps(history, indent=1) + "\n")
 
 
