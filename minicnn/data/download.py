@@ -22,6 +22,8 @@ import tempfile
 import urllib.error
 import urllib.request
 
+from minicnn.files import atomic_write  # noqa: F401  (imported from here before minicnn.files)
+
 CONNECT_TIMEOUT = 5.0     # seconds to wait for a server to answer at all (and between reads)
 CHUNK_BYTES = 1 << 20
 
