@@ -64,6 +64,7 @@ Only ``argparse`` is imported before the arguments are parsed, so ``--help`` is 
 NumPy, the engine and the datasets load afterwards.
 """
 import argparse
+import math
 import os
 import signal
 import sys
@@ -133,7 +134,6 @@ class NumberRange:
         return f"{noun} {low} and {high}"
 
     def contains(self, value):
-        import math
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
         if self.kind is int and not isinstance(value, int):
