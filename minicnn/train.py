@@ -232,6 +232,38 @@ def evaluate(model, loader, device=None, label_smoothing=0.0):
     return {"loss": loss_sum / seen, "accuracy": top1 / seen, "top5": top5 / seen}
 
 
+class NonFiniteLoss(FloatingPointError):
+    """Raised by ``train_step`` before the update when the loss is NaN or infinite."""
+
+    def __init__(self, value):
+        super().__init__(f"the loss became {value}")
+        self.value = value
+
+
+def train_step(model, optimizer, images, labels, label_smoothing=0.0, aux_weight=0.3,
+               schedule=None, after_backward=None):
+    """One step of training: the four lines of the module doc, plus what makes them safe.
+
+    The loss is checked *before* the update, so a NaN never reaches the weights
+    (``NonFiniteLoss``); ``after_backward()`` runs between the gradient and the update
+    (data parallel training averages the gradients there). Returns the loss as a float
+    and the number of images classified correctly.
+    """
+    loss, logits = compute_loss(model(images), labels, label_smoothing, aux_weight)
+    value = float(loss.item())
+    if not math.isfinite(value):
+        raise NonFiniteLoss(value)
+    optimizer.zero_grad()
+    loss.backward()
+    if after_backward is not None:
+        after_backward()
+    optimizer.step()
+    if schedule is not None:
+        schedule.step()
+    xp = get_array_module(logits.data)
+    return value, int(xp.count_nonzero(logits.data.argmax(axis=1) == labels))
+
+
 # ----------------------------------------------------------------------------- random state
 
 def _generators(model):
@@ -476,6 +508,11 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
         write_history(checkpoint, history)
         saved["where"] = _position(epoch, batch)
 
+    def average_gradients():      # mean gradient over the ranks; any rank's Ctrl-C stops all
+        ctrl_c.requested = distributed.after_backward(ctrl_c.requested)
+    if distributed is None:
+        average_gradients = None
+
     def diverged(what, where, images=None):
         return TrainingDiverged(_divergence(what, where, images, optimizer, checkpoint,
                                             saved.get("where")))
@@ -495,20 +532,12 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
                 for images, labels in train_loader.batches(epoch, start=first):
                     x = Tensor(to_device(images, device))
                     y = to_device(labels, device)
-                    loss, logits = compute_loss(model(x), y, label_smoothing, aux_weight)
-                    value = float(loss.item())
-                    if not math.isfinite(value):   # before the step: the weights stay good
-                        raise diverged(f"the loss became {value}",
-                                       f"epoch {epoch + 1}, batch {batch + 1}", x.data)
-                    optimizer.zero_grad()
-                    loss.backward()
-                    if distributed is not None:   # mean gradient over the ranks; any Ctrl-C
-                        ctrl_c.requested = distributed.after_backward(ctrl_c.requested)
-                    optimizer.step()
-                    if schedule is not None:
-                        schedule.step()
-                    xp = get_array_module(logits.data)
-                    correct = int(xp.count_nonzero(logits.data.argmax(axis=1) == y))
+                    try:
+                        value, correct = train_step(model, optimizer, x, y, label_smoothing,
+                                                    aux_weight, schedule, average_gradients)
+                    except NonFiniteLoss as bad:
+                        raise diverged(f"the loss became {bad.value}",
+                                       f"epoch {epoch + 1}, batch {batch + 1}", x.data) from None
                     running["loss_sum"] += value * len(labels)
                     running["correct"] += correct
                     running["seen"] += len(labels)
