@@ -253,7 +253,7 @@ def vgg19_bn(num_classes=1000, in_channels=3, **options):
     return VGG("E", num_classes, in_channels, batch_norm=True, **options)
 
 
-@register("vgg16_bn_cifar", input_size=32,
+@register("vgg16_bn_cifar", input_size=32, num_classes=10,
           description="VGG-16-BN for 32×32: 13 convs with BN, then one linear layer")
 def vgg16_bn_cifar(num_classes=1000, in_channels=3, **options):
     """VGG-16's 13 convolutions with batch norm, then one 512 → classes linear layer."""

@@ -39,16 +39,34 @@ below. ``input_size`` left unset means the size the architecture was registered 
 
 Errors
 ------
-Bad input (an unknown dataset or variant, an input size the network cannot take, a
-checkpoint of another architecture, a save path that cannot be written) ends the program
-with one line on stderr and exit status 2; no traceback. Ctrl-C during training saves a
-checkpoint and exits with status 130.
+Everything a user can get wrong is checked before a model is built or data is loaded:
+every number is finite and in its range (``--lr nan``, ``--momentum 5``, ``--seed -1`` are
+refused as they are parsed), an option that would be silently ignored is refused (``--sync-bn``
+without ``--distributed``, ``--lr`` with ``--eval-only``), every input path exists and is
+what it should be (a file, a folder), every output location can be written and every
+optional dependency a flag needs is installed (``OUTPUT_PATHS``). A failure ends the
+program with one line on stderr and exit status 2; no traceback. An unexpected error is
+reported as a bug (one line saying where to report it; the traceback with ``--debug`` or
+``MINICNN_DEBUG=1``). Ctrl-C or SIGTERM during training saves a checkpoint and exits with
+status 130 (143 for SIGTERM); a second one quits at once without saving.
+
+Checkpoints
+-----------
+A run writes ``--save PATH`` (default ``checkpoints/VARIANT-DATASET.npz``) with its
+history beside it. It never replaces another run's files: the default name becomes
+``VARIANT-DATASET-2.npz`` (``-3``, ...) when taken, and an explicit ``--save`` that is taken
+is refused unless ``--overwrite`` says so. ``--resume PATH`` continues that run in PATH
+itself. On resume the command line wins over the checkpoint's settings, which win over the
+family's defaults; the settings that cannot change mid-run (``FIXED_ON_RESUME``) keep their
+saved values, with one line each saying so.
 
 Only ``argparse`` is imported before the arguments are parsed, so ``--help`` is instant;
 NumPy, the engine and the datasets load afterwards.
 """
 import argparse
+import math
 import os
+import signal
 import sys
 import time
 
@@ -62,17 +80,149 @@ BUILTIN_DEFAULTS = {
 TRAINING_SETTINGS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
                      "schedule", "label_smoothing", "seed", "input_size", "limit_train",
                      "augment", "optimizer_options")
+# What a resumed run cannot change, and why: they decide which batch comes next.
+FIXED_ON_RESUME = {
+    "batch_size": "the saved position inside the epoch is counted in its batches",
+    "seed": "it decides the order and augmentation of every epoch",
+    "limit_train": "it decides which images are trained on",
+    "input_size": "the network and its preprocessing were set up for it",
+    "optimizer": "the saved optimizer state (momentum, moments) belongs to it",
+}
 DATASET_AUGMENT = {"mnist": "none", "cifar10": "crop-flip"}   # a folder of photos: "flip"
 AUGMENTATIONS = ("none", "translate", "crop-flip", "flip")      # minicnn.data.transforms
+PLOT_FILES = ("learning_curves.png", "filters.png", "feature_maps.png",
+              "confusion_matrix.png", "worst_misclassified.png")   # minicnn.plots.write_all
+REPORT_BUGS = "the minicnn issue tracker"
+DEBUG_ENV = "MINICNN_DEBUG"
 
 
 class CliError(Exception):
-    """Bad input: reported as one line on stderr, exit status 2."""
+    """Bad input or an expected failure: one line on stderr, exit status ``status``."""
+    status, prefix = 2, "error: "
+
+
+class Interrupted(CliError):
+    """Ctrl-C or SIGTERM: one line, exit status 128 + the signal's number."""
+    prefix = ""
+
+    def __init__(self, message, status=130):
+        super().__init__(message)
+        self.status = status
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):   # argparse prints usage plus the error; one line is clearer
         raise CliError(f"{message} (see --help)")
+
+
+# ----------------------------------------------------------------------------- numbers
+
+class NumberRange:
+    """The values a numeric option may take: finite, of one kind (whole or real), between
+    ``low`` and ``high`` (each bound included unless marked open). It parses the option's
+    text (``type=`` of argparse) and checks values that come from elsewhere (a family's
+    defaults, a checkpoint), with the same message either way."""
+
+    def __init__(self, kind, low, high, low_open=False, high_open=False):
+        self.kind, self.low, self.high = kind, low, high
+        self.low_open, self.high_open = low_open, high_open
+
+    def describe(self):
+        noun = "a whole number" if self.kind is int else "a number"
+        low = f"above {self.low:,}" if self.low_open else f"at least {self.low:,}"
+        high = f"below {self.high:,}" if self.high_open else f"at most {self.high:,}"
+        return f"{noun} {low} and {high}"
+
+    def contains(self, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind is int and not isinstance(value, int):
+            return False
+        if not math.isfinite(value):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def __call__(self, text):
+        """argparse's ``type``: the value of ``text``, or ArgumentTypeError saying why not."""
+        try:
+            value = int(text, 10) if self.kind is int else float(text)
+        except ValueError:
+            value = None
+        if value is None or not self.contains(value):
+            raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {text!r}")
+        return value
+
+    def check(self, value, key, source):
+        if not self.contains(value):
+            raise CliError(f"--{key.replace('_', '-')} {value!r} from {source}: expected "
+                           f"{self.describe()}")
+
+
+RANGES = {
+    "epochs": NumberRange(int, 1, 100_000),
+    "batch_size": NumberRange(int, 1, 65_536),
+    "lr": NumberRange(float, 0, 10, low_open=True),
+    "momentum": NumberRange(float, 0, 1, high_open=True),
+    "weight_decay": NumberRange(float, 0, 1, high_open=True),
+    "label_smoothing": NumberRange(float, 0, 1, high_open=True),
+    "limit_train": NumberRange(int, 1, 1_000_000_000),
+    "seed": NumberRange(int, 0, 2 ** 32 - 1),
+    "input_size": NumberRange(int, 1, 4096),
+    "measure": NumberRange(int, 1, 65_536),
+}
+
+
+# ----------------------------------------------------------------------------- options that need others
+
+# (option, the option it needs, why): given without it, it would be silently ignored
+NEEDS = (
+    ("sync_bn", "distributed", "synchronized batch norm is across the ranks of --distributed"),
+    ("measure", "summary", "it measures the step that --summary describes"),
+    ("freeze", "finetune", "it freezes layers of the --finetune CHECKPOINT's network"),
+)
+# pairs that contradict each other
+CONFLICTS = (
+    ("eval_only", "predict", "give one of them"),
+    ("resume", "finetune", "--resume continues a run, --finetune starts a new one from "
+                           "its weights"),
+)
+# options that only a training run uses
+TRAINING_ONLY = ("epochs", "lr", "optimizer", "momentum", "weight_decay", "schedule",
+                 "label_smoothing", "augment", "limit_train", "save", "overwrite", "plot",
+                 "finetune", "freeze", "distributed", "sync_bn")
+
+
+def _flag(key):
+    return "--" + key.replace("_", "-")
+
+
+def _given(args, key):
+    value = getattr(args, key, None)
+    return value is not None and value is not False
+
+
+def check_option_combinations(args):
+    """Refuse what would be silently ignored or contradicts itself."""
+    for key, needed, why in NEEDS:
+        if _given(args, key) and not _given(args, needed):
+            raise CliError(f"{_flag(key)} needs {_flag(needed)}: {why}")
+    for first, second, why in CONFLICTS:
+        if _given(args, first) and _given(args, second):
+            raise CliError(f"{_flag(first)} and {_flag(second)} do not go together: {why}")
+    using_checkpoint = args.eval_only or args.predict
+    training = (args.train or args.resume) and not using_checkpoint
+    if not training:
+        for key in TRAINING_ONLY:
+            if _given(args, key):
+                doing = ("--eval-only" if args.eval_only else "--predict" if args.predict
+                         else "--summary" if args.summary else "this command")
+                raise CliError(f"{_flag(key)} only applies to training (--train DATASET or "
+                               f"--resume CHECKPOINT), not to {doing}")
+    if using_checkpoint and args.input_size is not None:
+        raise CliError("--input-size cannot change a trained checkpoint's input size under "
+                       f"{'--eval-only' if args.eval_only else '--predict'}")
 
 
 # ----------------------------------------------------------------------------- the family
@@ -149,30 +299,38 @@ def build_parser(family, defaults, variants):
     add(model, "--variant", "which network of this family: " + ", ".join(variants),
         metavar="NAME")
     add(model, "--input-size", "input side in pixels (images are padded or resized to it); "
-        "default: the size the variant was published for", type=int, metavar="PIXELS")
+        "default: the size the variant was published for", type=RANGES["input_size"],
+        metavar="PIXELS")
 
     recipe = parser.add_argument_group("training")
-    add(recipe, "--epochs", "passes over the training set", type=int, metavar="N")
-    add(recipe, "--batch-size", "images per step", type=int, metavar="N")
-    add(recipe, "--lr", "learning rate (at its peak, with a schedule)", type=float)
+    add(recipe, "--epochs", "passes over the training set", type=RANGES["epochs"], metavar="N")
+    add(recipe, "--batch-size", "images per step", type=RANGES["batch_size"], metavar="N")
+    add(recipe, "--lr", "learning rate (at its peak, with a schedule), in (0, 10]",
+        type=RANGES["lr"])
     add(recipe, "--optimizer", "update rule", choices=("sgd", "adam", "adamw", "rmsprop"))
-    add(recipe, "--momentum", "momentum of sgd and rmsprop", type=float)
-    add(recipe, "--weight-decay", "L2 penalty (decoupled for adamw)", type=float)
+    add(recipe, "--momentum", "momentum of sgd and rmsprop, in [0, 1)", type=RANGES["momentum"])
+    add(recipe, "--weight-decay", "L2 penalty (decoupled for adamw), in [0, 1)",
+        type=RANGES["weight_decay"])
     add(recipe, "--schedule", "learning-rate schedule: " + _schedule_help(), metavar="SPEC")
     add(recipe, "--label-smoothing", "label smoothing ε of the cross-entropy "
-        "(Szegedy et al. 2016 use 0.1)", type=float, metavar="EPS")
+        "(Szegedy et al. 2016 use 0.1), in [0, 1)", type=RANGES["label_smoothing"],
+        metavar="EPS")
     add(recipe, "--augment", "training augmentation (default: none for mnist, crop-flip for "
         "cifar10, flip for folders)", choices=AUGMENTATIONS)
     add(recipe, "--limit-train", "train on a random subset of N images (quick runs)",
-        type=int, metavar="N")
-    add(recipe, "--seed", "seed of initialisation, shuffling and augmentation", type=int)
+        type=RANGES["limit_train"], metavar="N")
+    add(recipe, "--seed", "seed of initialisation, shuffling and augmentation, 0 to 2**32-1",
+        type=RANGES["seed"])
 
     where = parser.add_argument_group("where")
     add(where, "--device", "run on the CPU (NumPy/Numba) or a CUDA GPU (CuPy)",
         choices=("cpu", "gpu"))
     add(where, "--data-dir", "folder holding (and caching) datasets", metavar="DIR")
     add(where, "--save", "checkpoint written after every epoch (default: "
-        "checkpoints/VARIANT-DATASET.npz; metrics go beside it)", metavar="PATH")
+        "checkpoints/VARIANT-DATASET.npz, or -2, -3, ... when taken; metrics go beside it)",
+        metavar="PATH")
+    add(where, "--overwrite", "let --save (or the default name, or --plot's files) replace "
+        "another run's files", action="store_true")
     add(where, "--resume", "continue training from (or evaluate, or predict with) this "
         "checkpoint", metavar="PATH")
     add(where, "--distributed", "data-parallel training over the ranks of an MPI job, e.g. "
@@ -182,15 +340,30 @@ def build_parser(family, defaults, variants):
         "(SyncBatchNorm)", action="store_true")
     see = parser.add_argument_group("seeing inside and transfer")
     add(see, "--measure", "with --summary: also run one real training step at batch N and "
-        "show its measured peak memory next to the rule of thumb", type=int, metavar="N")
+        "show its measured peak memory next to the rule of thumb", type=RANGES["measure"],
+        metavar="N")
     add(see, "--plot", "after training, write learning curves, first-layer filters, feature "
         "maps, the confusion matrix and the worst misclassified images as PNGs into DIR",
         metavar="DIR")
     add(see, "--finetune", "start from the weights of this checkpoint (a head of another "
         "size is skipped and reported)", metavar="CHECKPOINT")
     add(see, "--freeze", "with --finetune: none, backbone (train only the head) or "
-        "all-but-last-N", metavar="MODE")
+        "all-but-last-N", type=freeze_mode, metavar="MODE")
+    trouble = parser.add_argument_group("trouble")
+    add(trouble, "--debug", f"show the full traceback of an internal error (or set "
+        f"{DEBUG_ENV}=1)", action="store_true")
     return parser
+
+
+def freeze_mode(text):
+    """argparse's ``type`` for --freeze: ``none``, ``backbone`` or ``all-but-last-N`` with
+    N a whole number from 1 (the network, once built, bounds N from above)."""
+    prefix = "all-but-last-"
+    count = text[len(prefix):] if text.startswith(prefix) else None
+    if text in ("none", "backbone") or (count is not None and count.isdigit() and int(count) >= 1):
+        return text
+    raise argparse.ArgumentTypeError(f"expected none, backbone or all-but-last-N (N at least "
+                                     f"1), got {text!r}")
 
 
 def _schedule_help():
@@ -215,19 +388,13 @@ def resolve_settings(defaults, args, variant, dataset, saved=None):
             settings[key] = value
     if settings["augment"] is None:
         settings["augment"] = DATASET_AUGMENT.get(dataset, "flip") if dataset else "none"
-    for key in ("epochs", "batch_size"):
-        if settings[key] is None or settings[key] < 1:
-            raise CliError(f"--{key.replace('_', '-')} must be at least 1, got {settings[key]}")
-    for key in ("lr", "momentum", "weight_decay"):
-        if settings[key] < 0:
-            raise CliError(f"--{key.replace('_', '-')} must be >= 0, got {settings[key]}")
-    if not 0 <= settings["label_smoothing"] < 1:
-        raise CliError(f"--label-smoothing must lie in [0, 1), got {settings['label_smoothing']}")
-    if settings["limit_train"] is not None and settings["limit_train"] < 1:
-        raise CliError(f"--limit-train must be at least 1, got {settings['limit_train']}")
-    if settings["input_size"] is not None and settings["input_size"] < 1:
-        raise CliError(f"--input-size must be a positive number of pixels, got "
-                       f"{settings['input_size']}")
+    # the command line was checked as it was parsed; defaults and checkpoints are checked
+    # here with the same ranges (a hand-edited CLI_DEFAULTS, an old checkpoint)
+    for key, allowed in RANGES.items():
+        if key in settings and settings[key] is not None:
+            source = "the command line" if getattr(args, key, None) is not None else \
+                "the checkpoint" if saved and key in saved else "the family's defaults"
+            allowed.check(settings[key], key, source)
     return settings
 
 
@@ -248,6 +415,9 @@ def dataset_name(train):
         return train.lower().replace("-", "")
     if os.path.isdir(train):
         return os.path.abspath(train)
+    if os.path.exists(train):
+        raise CliError(f"--train {train}: a file, not a folder (give mnist, cifar10, or a "
+                       "folder with one sub-folder of images per class)")
     raise CliError(f"unknown dataset {train!r}: use mnist, cifar10, or the path of a folder "
                    "with one sub-folder of images per class")
 
@@ -256,23 +426,176 @@ def dataset_tag(name):
     return os.path.basename(name.rstrip(os.sep)) if os.sep in name else name
 
 
-def check_writable(path):
-    """Fail now, not after an hour of training, if ``path`` cannot be written."""
-    import tempfile
-    folder = os.path.dirname(os.path.abspath(path)) or "."
-    if os.path.isdir(path):
-        raise CliError(f"cannot save to {path}: it is a folder (give a file name such as "
-                       f"{os.path.join(path, 'model.npz')})")
-    existing = folder                    # the folder may not exist yet: test its nearest
-    while not os.path.exists(existing):  # existing ancestor, and create nothing now
-        existing = os.path.dirname(existing)
+# ----------------------------------------------------------------------------- paths
+
+class PathOption:
+    """A flag naming a path: ``kind`` is "file", "files" (several) or "folder"; an input
+    must exist (a folder may be missing where it will be created); an output's folder must
+    be writable, and ``needs`` lists the optional packages writing it takes (import name
+    -> pip extra). A new output flag is one more row of ``OUTPUT_PATHS``."""
+
+    def __init__(self, key, kind, may_be_missing=False, needs=None):
+        self.key, self.kind, self.may_be_missing = key, kind, may_be_missing
+        self.needs = needs or {}
+
+    @property
+    def flag(self):
+        return _flag(self.key)
+
+
+INPUT_PATHS = (
+    PathOption("resume", "file"),
+    PathOption("finetune", "file"),
+    PathOption("predict", "files"),
+    PathOption("data_dir", "folder", may_be_missing=True),
+)
+OUTPUT_PATHS = (
+    PathOption("save", "file"),
+    PathOption("plot", "folder", needs={"matplotlib": "plot"}),
+)
+
+
+def check_inputs(args):
+    """Every input path exists and is a file or a folder as its flag says."""
+    for option in INPUT_PATHS:
+        value = getattr(args, option.key, None)
+        for path in ([] if value is None else value if option.kind == "files" else [value]):
+            if option.kind == "folder":
+                if os.path.exists(path) and not os.path.isdir(path):
+                    raise CliError(f"{option.flag} {path}: a file, not a folder")
+                if not os.path.exists(path) and not option.may_be_missing:
+                    raise CliError(f"{option.flag} {path}: no such folder")
+                if not os.path.exists(path):
+                    _nearest_folder(path, option.flag)
+            elif os.path.isdir(path):
+                raise CliError(f"{option.flag} {path}: a folder, not a file")
+            elif not os.path.exists(path):
+                what = "checkpoint" if option.key in ("resume", "finetune") else "file"
+                raise CliError(f"{option.flag}: {what} {path} does not exist")
+
+
+def check_outputs(args, resolved=None):
+    """Fail now, not after an hour of training: every output location can be written and
+    every optional package its flag needs is installed. ``resolved`` gives paths decided
+    by the program (the default checkpoint name) rather than typed."""
+    resolved = resolved or {}
+    for option in OUTPUT_PATHS:
+        path = resolved.get(option.key, getattr(args, option.key, None))
+        if path is None:
+            continue
+        for module, extra in option.needs.items():
+            _require(module, extra, option.flag)
+        if option.kind == "folder":
+            check_writable_folder(path, option.flag)
+        else:
+            check_writable(path, option.flag)
+
+
+def _require(module, extra, flag):
+    import importlib.util
     try:
-        if not os.path.isdir(existing):
-            raise NotADirectoryError(20, f"{existing} is a file, not a folder")
-        with tempfile.TemporaryFile(dir=existing):
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise CliError(f"{flag} needs {module}, which is not installed: "
+                       f"pip install 'minicnn[{extra}]'")
+
+
+def _nearest_folder(folder, flag, path=None):
+    """The nearest existing folder at or above ``folder`` (which need not exist yet), or a
+    CliError about ``flag``'s ``path`` when a file stands in the way."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise CliError(f"{flag} {path or folder}: cannot write there: {existing} is a file, "
+                       "not a folder")
+    return existing
+
+
+def _try_writing_in(folder, flag, path):
+    import tempfile
+    try:
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise CliError(f"cannot write a checkpoint to {path}: {error.strerror or error}") from None
+        raise CliError(f"{flag} {path}: cannot write in {folder} "
+                       f"({error.strerror or error})") from None
+
+
+def check_writable(path, flag="--save"):
+    """``path`` can be created or replaced as a file; nothing is created now."""
+    if os.path.isdir(path):
+        raise CliError(f"{flag} {path}: cannot write there: it is a folder (give a file name "
+                       f"such as {os.path.join(path, 'model.npz')})")
+    folder = _nearest_folder(os.path.dirname(os.path.abspath(path)), flag, path)
+    _try_writing_in(folder, flag, path)
+
+
+def check_writable_folder(path, flag):
+    """``path`` is, or can become, a folder that files can be written in."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CliError(f"{flag} {path}: cannot write there: a file, not a folder")
+    _try_writing_in(_nearest_folder(path, flag), flag, path)
+
+
+# ----------------------------------------------------------------------------- whose files
+
+def run_files(checkpoint):
+    """Every file a run keeps beside its checkpoint: the checkpoint and its history."""
+    from minicnn.train import history_paths
+    return (os.fspath(checkpoint), *history_paths(checkpoint))
+
+
+def _taken(checkpoint):
+    return any(os.path.isfile(path) for path in run_files(checkpoint))
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def choose_checkpoint(args, architecture, dataset):
+    """Where this run saves, and a note when that is not the name the user would expect.
+
+    A run replaces only its own files: the checkpoint it resumes, or one it writes itself.
+    The default name moves on to ``-2``, ``-3``, ... past earlier runs; an explicit
+    ``--save`` holding another run is refused unless ``--overwrite`` is given."""
+    if args.save is None and args.resume:
+        return args.resume, None
+    if args.save is not None:
+        if args.resume and _same_file(args.save, args.resume):
+            return args.save, None
+        if _taken(args.save) and not args.overwrite:
+            raise CliError(f"--save {args.save} already holds another run's checkpoint: "
+                           f"continue it with --resume {args.save}, replace it with "
+                           "--overwrite, or choose another --save")
+        return args.save, None
+    default = os.path.join("checkpoints", f"{architecture}-{dataset_tag(dataset)}.npz")
+    if args.overwrite or not _taken(default):
+        return default, None
+    stem, extension = os.path.splitext(default)
+    number = 2
+    while _taken(f"{stem}-{number}{extension}"):
+        number += 1
+    chosen = f"{stem}-{number}{extension}"
+    return chosen, (f"note: {default} holds an earlier run, kept as it is; this run saves to "
+                    f"{chosen} (continue the earlier one with --resume {default}, or replace "
+                    "it with --overwrite)")
+
+
+def check_plot_folder(args):
+    """--plot into a folder holding another run's pictures replaces them only when told."""
+    if args.plot is None or args.overwrite or args.resume:
+        return
+    existing = [name for name in PLOT_FILES if os.path.exists(os.path.join(args.plot, name))]
+    if existing:
+        raise CliError(f"--plot {args.plot} already holds another run's plots "
+                       f"({', '.join(existing)}): choose another folder or add --overwrite")
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -348,7 +671,27 @@ def read_checkpoint(path, family, variants):
         raise CliError(f"checkpoint {path} holds a {meta.get('architecture')!r} network "
                        f"(family {meta.get('family')!r}), not one of {family}'s "
                        f"({', '.join(variants)})")
+    missing = [key for key in CHECKPOINT_META if key not in meta]
+    if missing or not isinstance(state.get("model"), dict) or "progress" not in state:
+        lacking = ", ".join(missing) or "its weights or progress"
+        raise CliError(f"checkpoint {path} lacks {lacking}: it was not written by this "
+                       "command line (or was edited)")
     return state
+
+
+# what the command line records about a run, and needs back to evaluate or continue it
+CHECKPOINT_META = ("architecture", "dataset", "classes", "num_classes", "in_channels",
+                   "channels", "image_size", "input_size", "mean", "std")
+
+
+def restore_weights(state, model, path):
+    """The checkpoint's weights into ``model``, or one line saying why they do not fit."""
+    from minicnn.train import restore
+    try:
+        restore(state, model)
+    except (ValueError, KeyError, TypeError) as error:
+        raise CliError(f"checkpoint {path} does not fit its own network "
+                       f"({str(error).splitlines()[0]}): it is damaged or was edited") from None
 
 
 def optimizer_options(settings):
@@ -398,17 +741,16 @@ def show_summary(architecture, model, in_channels, input_size, batch_size, measu
         print(result)
 
 
-def predict(state, images, device, top=5):
+def predict(state, images, device, path, top=5):
     """Print the ``top`` most likely classes of each image file."""
     import numpy as np
     from minicnn import functional as F
     from minicnn.backend import to_device
     from minicnn.data.folder import load_image
     from minicnn.tensor import Tensor, no_grad
-    from minicnn.train import restore
     meta = state["meta"]
     model = build_model(meta["architecture"], meta["num_classes"], meta["in_channels"], 0)
-    restore(state, model)
+    restore_weights(state, model, path)
     model.to(device).eval()
     transform = make_pipeline(meta, "none")
     classes = meta["classes"]
@@ -432,12 +774,12 @@ def predict(state, images, device, top=5):
             print(f"  {classes[k]:>12}  {100 * probabilities[k]:6.2f}%")
 
 
-def evaluate_only(state, test, settings, device):
+def evaluate_only(state, test, settings, device, path):
     from minicnn.data.loader import DataLoader
-    from minicnn.train import evaluate, restore
+    from minicnn.train import evaluate
     meta = state["meta"]
     model = build_model(meta["architecture"], meta["num_classes"], meta["in_channels"], 0)
-    restore(state, model)
+    restore_weights(state, model, path)
     model.to(device)
     loader = DataLoader(test, batch_size=2 * settings["batch_size"],
                         transform=make_pipeline(meta, "none"))
@@ -448,14 +790,9 @@ def evaluate_only(state, test, settings, device):
     return result
 
 
-def train(family, architecture, dataset, settings, args, state, started):
+def train(family, architecture, dataset, settings, args, state, started, save):
     from minicnn.data.loader import DataLoader
     from minicnn.train import TrainingInterrupted, fit, make_optimizer, make_schedule
-    check_device(settings["device"])
-    check_recipe(settings)
-    save = args.save or args.resume or os.path.join(
-        "checkpoints", f"{architecture}-{dataset_tag(dataset)}.npz")
-    check_writable(save)
     if args.distributed and settings["device"] == "gpu":   # one GPU per rank on each machine
         from minicnn.distributed import nccl, world
         nccl.select_device(world())
@@ -486,15 +823,7 @@ def train(family, architecture, dataset, settings, args, state, started):
         show_summary(architecture, model, train_set.channels, input_size, settings["batch_size"],
                      args.measure)
     if args.finetune:
-        from minicnn.nn import apply_freeze, load_partial
-        try:
-            print(load_partial(model, args.finetune))
-            frozen = apply_freeze(model, args.freeze or "none")
-        except (OSError, ValueError) as error:
-            raise CliError(f"--finetune {args.finetune}: {error}") from None
-        print(f"frozen ({args.freeze or 'none'}): {_count(len(frozen), 'parameter', 'parameters')}")
-    elif args.freeze:
-        raise CliError("--freeze needs --finetune CHECKPOINT")
+        start_from(model, architecture, args.finetune, args.freeze)
 
     batch_size = settings["batch_size"]
     train_transform = make_pipeline(meta, settings["augment"])
@@ -544,12 +873,13 @@ def train(family, architecture, dataset, settings, args, state, started):
                       progress=sys.stderr.isatty(), log=lambda line: print(line, flush=True),
                       distributed=data_parallel)
     except TrainingInterrupted as interrupted:
-        _say(f"{interrupted}; continue with --resume {save}")
-        raise SystemExit(130) from None
-    except FloatingPointError as error:
-        _say(f"error: {error}")
-        raise SystemExit(1) from None
-    except ValueError as error:   # a checkpoint that does not fit this model
+        raise Interrupted(f"{interrupted}; continue with --resume {save}",
+                          status=128 + (interrupted.signum or signal.SIGINT)) from None
+    except KeyboardInterrupt:   # the second Ctrl-C: no saving, but the last save is whole
+        raise Interrupted(f"stopped at once without saving; {save} holds the last complete "
+                          "checkpoint" if os.path.exists(save) else
+                          "stopped at once; nothing was saved") from None
+    except (ValueError, KeyError) as error:   # a checkpoint that does not fit this model
         if state is None:
             raise
         raise CliError(f"cannot resume from {args.resume}: {str(error).splitlines()[0]}") from None
@@ -561,6 +891,23 @@ def train(family, architecture, dataset, settings, args, state, started):
     if args.plot and (data_parallel is None or data_parallel.is_main_process):
         write_plots(args.plot, model, history, test_set, test_loader, test_transform)
     return history
+
+
+def start_from(model, architecture, checkpoint, freeze):
+    """--finetune: the weights of ``checkpoint`` that fit, then --freeze; none fitting is
+    an error (a checkpoint of another network would silently train from scratch)."""
+    import zipfile
+    from minicnn.nn import apply_freeze, load_partial
+    try:
+        report = load_partial(model, checkpoint)
+        if not report.loaded:
+            raise CliError(f"--finetune {checkpoint}: none of its arrays fits {architecture} "
+                           f"(another network's checkpoint?); {len(report.skipped)} skipped")
+        print(report)
+        frozen = apply_freeze(model, freeze or "none")
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise CliError(f"--finetune {checkpoint}: {str(error).splitlines()[0]}") from None
+    print(f"frozen ({freeze or 'none'}): {_count(len(frozen), 'parameter', 'parameters')}")
 
 
 def write_plots(directory, model, history, test_set, test_loader, test_transform):
@@ -581,11 +928,16 @@ def run(family, argv):
     if not variants:
         raise CliError(f"the {family} family registers no architectures")
     args = build_parser(family, defaults, variants).parse_args(argv)
-    if args.distributed:
-        start_distributed()
     if not (args.train or args.resume or args.summary or args.eval_only or args.predict):
         raise CliError("nothing to do: give --train DATASET, --resume CHECKPOINT, --summary, "
                        "--eval-only or --predict IMAGE")
+    if (args.eval_only or args.predict) and not args.resume:
+        raise CliError(f"--{'eval-only' if args.eval_only else 'predict'} needs a trained "
+                       "checkpoint: add --resume PATH")
+    check_option_combinations(args)
+    check_inputs(args)
+    if args.distributed:
+        start_distributed()
 
     state = read_checkpoint(args.resume, family, variants) if args.resume else None
     if args.variant is not None:
@@ -602,26 +954,31 @@ def run(family, argv):
     dataset = dataset_name(args.train) if args.train else saved_dataset
     saved = state["meta"].get("settings") if state is not None else None
     settings = resolve_settings(defaults, args, architecture, dataset, saved)
-
-    if (args.eval_only or args.predict) and state is None:
-        raise CliError(f"--{'eval-only' if args.eval_only else 'predict'} needs a trained "
-                       "checkpoint: add --resume PATH")
     check_device(settings["device"])
+    training = (args.train or args.resume) and not (args.eval_only or args.predict)
+    if training:
+        if state is not None:
+            for line in reconcile_resume(settings, state, args):
+                _say(line)
+        check_recipe(settings)
+        save, note = choose_checkpoint(args, architecture, dataset)
+        check_outputs(args, resolved={"save": save})
+        check_plot_folder(args)
+        if note:
+            _say(note)
+    else:
+        check_outputs(args)
+
     if args.summary and not args.train:
-        # the network as published: its constructor's own classes and channels
-        import inspect
         import architectures
-        entry = architectures.entry(architecture)
-        parameters = inspect.signature(entry.constructor).parameters
-        in_channels = parameters["in_channels"].default if "in_channels" in parameters else 3
-        num_classes = parameters["num_classes"].default if "num_classes" in parameters else 1000
+        entry = architectures.entry(architecture)   # the network as published
         input_size = args.input_size or entry.input_size
-        model = build_model(architecture, num_classes, in_channels, settings["seed"])
-        probe_input(model, architecture, in_channels, input_size, "cpu")
-        show_summary(architecture, model, in_channels, input_size, settings["batch_size"],
+        model = build_model(architecture, entry.num_classes, entry.in_channels, settings["seed"])
+        probe_input(model, architecture, entry.in_channels, input_size, "cpu")
+        show_summary(architecture, model, entry.in_channels, input_size, settings["batch_size"],
                      args.measure)
     if args.predict:
-        predict(state, args.predict, settings["device"])
+        predict(state, args.predict, settings["device"], args.resume)
     elif args.eval_only:
         if dataset != saved_dataset:
             raise CliError(f"checkpoint {args.resume} was trained on "
@@ -630,10 +987,41 @@ def run(family, argv):
         meta = state["meta"]
         _, test = load_datasets(dataset, args.data_dir, meta["image_size"], meta["channels"],
                                 settings["seed"])
-        evaluate_only(state, test, settings, settings["device"])
-    elif args.train or args.resume:   # --resume alone continues the saved run
-        train(family, architecture, dataset, settings, args, state, started)
+        evaluate_only(state, test, settings, settings["device"], args.resume)
+    elif training:   # --resume alone continues the saved run
+        train(family, architecture, dataset, settings, args, state, started, save)
     return 0
+
+
+def reconcile_resume(settings, state, args):
+    """A resumed run: the command line wins over the checkpoint (``resolve_settings``
+    already merged them), except for ``FIXED_ON_RESUME``, which keep their saved values.
+    Returns one line for each setting that changes and each that cannot."""
+    saved = state["meta"].get("settings") or {}
+    lines = []
+    for key, why in FIXED_ON_RESUME.items():
+        was = saved.get(key)
+        if key == "input_size" and was is None:
+            was = state["meta"].get("input_size")   # left to the variant: what it was
+        given = getattr(args, key, None)
+        if given is not None and given != was:
+            lines.append(f"note: {_flag(key)} {given} ignored: a resumed run keeps "
+                         f"{was} ({why}); to change it, start a new run with --finetune "
+                         f"{args.resume}")
+        settings[key] = saved.get(key, settings[key])
+    for key in TRAINING_SETTINGS:
+        if key not in FIXED_ON_RESUME and getattr(args, key, None) is not None \
+                and key in saved and saved[key] != settings[key]:
+            lines.append(f"resume: {_flag(key)} {settings[key]} replaces the checkpoint's "
+                         f"{saved[key]}")
+    progress = state["progress"]
+    done, batch = int(progress["epoch"]), int(progress["batch"])
+    if settings["epochs"] < done + (1 if batch else 0) or (settings["epochs"] == done and not batch):
+        raise CliError(f"checkpoint {args.resume} has already trained "
+                       f"{_count(done, 'epoch', 'epochs')}" + (f" and {batch} batches" if batch else "")
+                       + f"; give --epochs above {done} to train further (or --eval-only "
+                       "to evaluate it)")
+    return lines
 
 
 def start_distributed():
@@ -649,22 +1037,99 @@ def start_distributed():
 
 def main(family=None, argv=None):
     """Run the command line for ``family`` (detected when None) on ``argv`` (default
-    ``sys.argv[1:]``). Exits with status 2 on bad input, 130 on Ctrl-C."""
+    ``sys.argv[1:]``). The one place where failures become what a user sees: an expected
+    one is one line and exit status 2, an interruption one line and 130 (143 for
+    SIGTERM), anything else a bug report, with the traceback only under ``--debug``."""
+    program = argv is None           # the real program, not a test calling in-process
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     family = family or detect_family()
+    if program and _main_thread():   # replaces the start-up handlers of architectures/__init__
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if hasattr(signal, "SIGTERM"):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        return run(family, argv)
-    except CliError as error:
-        print(f"{family}: error: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        print(f"{family}: interrupted", file=sys.stderr, flush=True)
-        raise SystemExit(130) from None
-    except Exception as error:   # a dataset that cannot be fetched or read
-        from minicnn.data.dataset import DatasetError
-        if isinstance(error, DatasetError):
-            print(f"{family}: error: {error}", file=sys.stderr, flush=True)
-            raise SystemExit(1) from None
-        raise
+        with _terminate_as_interrupt():
+            return run(family, argv)
+    except KeyboardInterrupt:        # Ctrl-C outside training (start-up, data loading)
+        failure = Interrupted("interrupted")
+    except TerminatedError:
+        failure = Interrupted("terminated (SIGTERM)", status=128 + signal.SIGTERM)
+    except Exception as error:
+        failure = expected_failure(error)
+        if failure is None:
+            failure = _bug(error, debug)
+    _finish(family, failure, program)
+
+
+class TerminatedError(Exception):
+    """SIGTERM outside training (where it asks the loop to stop and save)."""
+
+
+class _terminate_as_interrupt:
+    """SIGTERM ends the command like Ctrl-C, with one line (its default is a silent kill)."""
+
+    def __enter__(self):
+        self.previous = None
+        if hasattr(signal, "SIGTERM") and _main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise TerminatedError
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _main_thread():
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def expected_failure(error):
+    """The one-line CliError for a failure a user can cause and fix, or None."""
+    from minicnn.data.dataset import DatasetError
+    from minicnn.train import TrainingDiverged
+    if isinstance(error, CliError):
+        return error
+    if isinstance(error, (DatasetError, TrainingDiverged)):
+        return CliError(str(error).splitlines()[0] if isinstance(error, TrainingDiverged)
+                        else " ".join(str(error).split("\n")))
+    if isinstance(error, MemoryError):
+        return CliError("out of memory: try a smaller --batch-size or --input-size")
+    if isinstance(error, OSError) and error.filename is not None:   # disk full, permissions
+        return CliError(f"{error.filename}: {error.strerror or error}")
+    return None
+
+
+def _bug(error, debug):
+    if debug:
+        import traceback
+        traceback.print_exception(type(error), error, error.__traceback__)
+    hint = "" if debug else " (run again with --debug for the traceback)"
+    failure = CliError(f"internal error, a bug in minicnn: {type(error).__name__}: "
+                       f"{str(error).splitlines()[0] if str(error) else ''} — please report it "
+                       f"with the command line to {REPORT_BUGS}{hint}")
+    failure.status = 1
+    return failure
+
+
+def _finish(family, failure, program):
+    """Print the one line and exit; a Ctrl-C pressed now cannot interrupt the printing."""
+    ignored = {}
+    if _main_thread():
+        for signum in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+            if signum is not None:
+                ignored[signum] = signal.signal(signum, signal.SIG_IGN)
+    try:
+        print(f"{family}: {failure.prefix}{failure}", file=sys.stderr, flush=True)
+    finally:
+        if not program:              # in-process callers (tests) get their handlers back
+            for signum, previous in ignored.items():
+                signal.signal(signum, previous)
+    raise SystemExit(failure.status)
 
 
 if __name__ == "__main__":

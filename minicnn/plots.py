@@ -33,11 +33,9 @@ def _figure(figsize, dpi):
 
 
 def _save(figure, path):
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    figure.savefig(path, format="png", dpi=figure.dpi)
-    return path
+    """Write the figure as a PNG atomically (no half-drawn picture after a crash)."""
+    from minicnn.files import atomic_write
+    return atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=figure.dpi))
 
 
 def _numpy(x):
@@ -97,25 +95,37 @@ def _read_history(history):
     history = list(history)
     if not history or not all(isinstance(e, dict) for e in history):
         raise ValueError("learning_curves: expected a non-empty list of per-epoch dicts "
-                         "(train_loss, train_acc, test_loss, test_acc)")
+                         "(train_loss, train_accuracy, test_loss, test_accuracy)")
     return history
+
+
+SHORT_METRIC_NAMES = {"accuracy": "acc"}
+
+
+def _metric(record, split, metric):
+    """``record["train_accuracy"]``, or its short name ``train_acc``; None when absent."""
+    value = record.get(f"{split}_{metric}")
+    if value is None and metric in SHORT_METRIC_NAMES:
+        value = record.get(f"{split}_{SHORT_METRIC_NAMES[metric]}")
+    return value
 
 
 def learning_curves(history, path, figsize=(10, 4), dpi=100):
     """Loss (left) and accuracy (right) per epoch, train and test.
 
-    ``history``: a list of per-epoch dicts with any of ``train_loss``, ``train_acc``,
-    ``test_loss``, ``test_acc`` (and optionally ``epoch``), a dict of such lists, or the
-    path of the metrics JSON/CSV a training run writes. Missing values are left out.
+    ``history``: a list of per-epoch dicts with any of ``train_loss``, ``train_accuracy``,
+    ``test_loss``, ``test_accuracy`` (and optionally ``epoch``) — the keys ``fit`` records;
+    ``train_acc``/``test_acc`` are read too — a dict of such lists, or the path of the
+    metrics JSON/CSV a training run writes. Missing values are left out.
     """
     history = _read_history(history)
     epochs = [e.get("epoch", i + 1) for i, e in enumerate(history)]
     figure = _figure(figsize, dpi)
     axes = figure.subplots(1, 2)
-    for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "acc", "accuracy")):
+    for ax, metric, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
         drawn = False
         for split, style in (("train", "-o"), ("test", "--s")):
-            points = [(x, e.get(f"{split}_{metric}")) for x, e in zip(epochs, history)]
+            points = [(x, _metric(e, split, metric)) for x, e in zip(epochs, history)]
             points = [(x, float(y)) for x, y in points if y is not None]
             if points:
                 ax.plot(*zip(*points), style, label=split, markersize=3)

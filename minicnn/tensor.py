@@ -193,6 +193,11 @@ class Tensor:
                                    f"got shape {self.shape}")
             grad = get_array_module(self.data).ones_like(self.data)
         grad = grad.data if isinstance(grad, Tensor) else grad
+        if tuple(getattr(grad, "shape", ())) != tuple(self.shape):
+            # a broadcast here would silently scale every gradient below (a (1,) seed
+            # for an (N,) output counts each element once, an (N, 1) one N times)
+            raise ValueError(f"backward(): the gradient must have the output's shape "
+                             f"{tuple(self.shape)}, got {tuple(getattr(grad, 'shape', ()))}")
         if self.creator is None:                     # backward on a leaf itself
             self._accumulate(grad)
             return

@@ -19,13 +19,25 @@ Nothing lost
     After every epoch a checkpoint is written atomically (temporary file, then rename):
     weights and buffers, optimizer and schedule state, the epoch and batch reached,
     the metrics so far, and the state of every random generator the run draws from.
-    Ctrl-C asks the loop to stop after the current batch; it saves the same checkpoint
-    (now in the middle of an epoch) and raises ``TrainingInterrupted``. A second Ctrl-C
-    stops at once without saving.
+    Ctrl-C (or SIGTERM, what ``timeout`` and batch schedulers send) asks the loop to stop
+    after the current batch; it saves the same checkpoint (now in the middle of an epoch)
+    and raises ``TrainingInterrupted``. A second one stops at once without saving (the
+    checkpoint on disk is the last complete one: writes are atomic). Temporaries left by
+    a run that was killed outright (``kill -9``) are removed when the next run starts.
+
+Nothing broken kept
+    A loss, test loss or weight that stops being finite ends the run with
+    ``TrainingDiverged`` (a ``FloatingPointError``) naming the likely cause — the data when
+    the batch itself holds NaN or infinity, the step size otherwise — before anything is
+    saved: the checkpoint on disk stays the last good one.
 
 Exact resumption
     ``fit(..., resume=checkpoint)`` continues where the checkpoint left off, producing
-    the same weights, bit for bit, as a run that was never interrupted: the loader's
+    the same weights, bit for bit, as a run that was never interrupted. The checkpoint
+    gives the *progress* (weights, optimizer buffers, the schedule's step, epoch, batch,
+    generators); the optimizer and schedule passed in give the *settings* (learning rate,
+    momentum, weight decay, the schedule's shape and length), so a resumed run may change
+    them and the schedule continues from the same step on its new curve. The loader's
     shuffling and augmentation are functions of (seed, epoch, batch) (see
     ``minicnn.data.loader``), the model's own generators (dropout) are restored from the
     checkpoint, and the running sums of the interrupted epoch are restored too so its
@@ -50,6 +62,7 @@ import numpy as np
 
 from minicnn import functional as F
 from minicnn.backend import get_array_module, to_device
+from minicnn.files import atomic_write
 from minicnn.tensor import Tensor, no_grad
 
 CHECKPOINT_KIND = "minicnn-training"
@@ -58,11 +71,18 @@ CHECKPOINT_KIND = "minicnn-training"
 class TrainingInterrupted(Exception):
     """Raised by ``fit`` after Ctrl-C, once the checkpoint (if any) is saved."""
 
-    def __init__(self, checkpoint, epoch, batch):
+    def __init__(self, checkpoint, epoch, batch, signum=None):
         self.checkpoint, self.epoch, self.batch = checkpoint, epoch, batch
+        self.signum = signum                     # the signal that asked: SIGINT, SIGTERM
         where = f"epoch {epoch + 1}, batch {batch}"
         saved = f"; checkpoint saved to {checkpoint}" if checkpoint else "; nothing saved"
-        super().__init__(f"training interrupted at {where}{saved}")
+        by = "" if signum in (None, signal.SIGINT) else f" by {signal.Signals(signum).name}"
+        super().__init__(f"training interrupted{by} at {where}{saved}")
+
+
+class TrainingDiverged(FloatingPointError):
+    """Raised by ``fit`` when the loss, the test loss or a weight is no longer finite;
+    nothing was saved after it happened."""
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -94,23 +114,42 @@ SCHEDULE_HELP = (
     "decay:2.4:0.97); warmup:W+S (linear warm-up over W epochs, then schedule S)")
 
 
+def _schedule_number(text, role):
+    """A number of a schedule spec: ``role`` "epochs" (a finite time > 0) or "factor" (a
+    multiplier in (0, 1]: a schedule that grows the rate without end is a typo)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if role == "factor" and not 0 < value <= 1:
+        raise ValueError(f"the factor must lie in (0, 1], got {text}")
+    if role == "epochs" and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"a number of epochs must be finite and positive, got {text}")
+    return value
+
+
 def make_schedule(spec, optimizer, epochs, steps_per_epoch):
     """A learning-rate schedule from a short spec (see ``SCHEDULE_HELP``), or None.
 
     Every schedule is stepped after each iteration (``steps_per_epoch`` steps make an
     epoch): smooth ones then change smoothly, staircase ones still change at exactly the
-    epoch (or fraction of an epoch) they name.
+    epoch (or fraction of an epoch) they name. Every number is checked: periods finite and
+    positive, factors in (0, 1].
     """
     from minicnn import optim
     spec = (spec or "constant").strip()
+    epochs_of, factor = (lambda text: _schedule_number(text, "epochs"),
+                         lambda text: _schedule_number(text, "factor"))
     try:
         if spec.startswith("warmup:"):
             warmup, _, rest = spec[len("warmup:"):].partition("+")
+            if rest.startswith("warmup:"):
+                raise ValueError("one warm-up is enough")
             inner = make_schedule(rest or "constant", optimizer, epochs, steps_per_epoch)
             if inner is None:
                 inner = optim.StepLR(optimizer, step_size=10 ** 9, gamma=1.0,
                                      steps_per_epoch=steps_per_epoch)
-            return optim.LinearWarmup(inner, warmup_epochs=float(warmup))
+            return optim.LinearWarmup(inner, warmup_epochs=epochs_of(warmup))
         name, _, arguments = spec.partition(":")
         values = arguments.split(":") if arguments else []
         if name == "constant" and not values:
@@ -118,22 +157,25 @@ def make_schedule(spec, optimizer, epochs, steps_per_epoch):
         if name == "cosine" and not values:
             return optim.CosineAnnealingLR(optimizer, T_max=epochs, steps_per_epoch=steps_per_epoch)
         if name == "step" and 1 <= len(values) <= 2:
-            gamma = float(values[1]) if len(values) > 1 else 0.1
-            return optim.StepLR(optimizer, step_size=float(values[0]), gamma=gamma,
+            gamma = factor(values[1]) if len(values) > 1 else 0.1
+            return optim.StepLR(optimizer, step_size=epochs_of(values[0]), gamma=gamma,
                                 steps_per_epoch=steps_per_epoch)
         if name == "multistep" and 1 <= len(values) <= 2:
-            gamma = float(values[1]) if len(values) > 1 else 0.1
-            milestones = [float(m) for m in values[0].split(",")]
+            gamma = factor(values[1]) if len(values) > 1 else 0.1
+            milestones = [epochs_of(m) for m in values[0].split(",")]
             return optim.MultiStepLR(optimizer, milestones, gamma=gamma,
                                      steps_per_epoch=steps_per_epoch)
         if name == "exponential" and len(values) == 1:
-            return optim.ExponentialLR(optimizer, gamma=float(values[0]),
+            return optim.ExponentialLR(optimizer, gamma=factor(values[0]),
                                        steps_per_epoch=steps_per_epoch)
         if name == "decay" and len(values) == 2:
-            return optim.DecayEveryNEpochs(optimizer, every=float(values[0]),
-                                           decay=float(values[1]), steps_per_epoch=steps_per_epoch)
+            return optim.DecayEveryNEpochs(optimizer, every=epochs_of(values[0]),
+                                           decay=factor(values[1]), steps_per_epoch=steps_per_epoch)
     except ValueError as error:
-        raise ValueError(f"schedule {spec!r}: {error}") from None
+        message = str(error)
+        if message.startswith("schedule "):      # a nested warm-up's schedule said it
+            raise
+        raise ValueError(f"schedule {spec!r}: {message}") from None
     raise ValueError(f"unknown schedule {spec!r}; use one of: {SCHEDULE_HELP}")
 
 
@@ -190,6 +232,38 @@ def evaluate(model, loader, device=None, label_smoothing=0.0):
     return {"loss": loss_sum / seen, "accuracy": top1 / seen, "top5": top5 / seen}
 
 
+class NonFiniteLoss(FloatingPointError):
+    """Raised by ``train_step`` before the update when the loss is NaN or infinite."""
+
+    def __init__(self, value):
+        super().__init__(f"the loss became {value}")
+        self.value = value
+
+
+def train_step(model, optimizer, images, labels, label_smoothing=0.0, aux_weight=0.3,
+               schedule=None, after_backward=None):
+    """One step of training: the four lines of the module doc, plus what makes them safe.
+
+    The loss is checked *before* the update, so a NaN never reaches the weights
+    (``NonFiniteLoss``); ``after_backward()`` runs between the gradient and the update
+    (data parallel training averages the gradients there). Returns the loss as a float
+    and the number of images classified correctly.
+    """
+    loss, logits = compute_loss(model(images), labels, label_smoothing, aux_weight)
+    value = float(loss.item())
+    if not math.isfinite(value):
+        raise NonFiniteLoss(value)
+    optimizer.zero_grad()
+    loss.backward()
+    if after_backward is not None:
+        after_backward()
+    optimizer.step()
+    if schedule is not None:
+        schedule.step()
+    xp = get_array_module(logits.data)
+    return value, int(xp.count_nonzero(logits.data.argmax(axis=1) == labels))
+
+
 # ----------------------------------------------------------------------------- random state
 
 def _generators(model):
@@ -235,7 +309,6 @@ def history_paths(checkpoint):
 
 
 def _write_text_atomically(path, text):
-    from minicnn.data.download import atomic_write
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
@@ -248,6 +321,8 @@ def write_history(checkpoint, history):
         writer.writeheader()
         writer.writerows(history)
         _write_text_atomically(csv_path, out.getvalue())
+    elif os.path.exists(csv_path):   # an earlier run's (under --overwrite): not this run's
+        os.remove(csv_path)
     _write_text_atomically(json_path, json.dumps(history, indent=1) + "\n")
 
 
@@ -271,39 +346,92 @@ def load_training_checkpoint(path):
 
 
 def restore(state, model, optimizer=None, schedule=None):
-    """Load a checkpoint's weights, optimizer and schedule state and random generators;
-    returns its ``progress`` dict (epoch, batch, history, running sums)."""
+    """Load a checkpoint's progress; returns its ``progress`` dict (epoch, batch, history,
+    running sums).
+
+    Progress is the weights and buffers, the optimizer's per-parameter state (momentum,
+    Adam's moments), the schedule's step count and the random generators. The settings
+    stay those ``optimizer`` and ``schedule`` were built with (learning rate, momentum,
+    weight decay, the schedule's base rate and length): a resumed run takes what it is
+    told now, and the schedule continues from the saved step on the curve it describes.
+    """
     model.load_state_dict(state["model"])
     if optimizer is not None and state.get("optimizer") is not None:
+        settings = [{k: v for k, v in group.items() if k != "params"}
+                    for group in optimizer.param_groups]
         optimizer.load_state_dict(state["optimizer"])
+        for group, own in zip(optimizer.param_groups, settings):
+            group.update(own)
     if schedule is not None and state.get("schedule") is not None:
-        schedule.load_state_dict(state["schedule"])
+        schedule.load_state_dict({**schedule.state_dict(),
+                                  "step_count": state["schedule"]["step_count"]})
     set_random_state(model, state.get("random") or {})
     return state["progress"]
 
 
-class _CtrlC:
-    """While active, the first SIGINT only raises a flag (the loop stops at the next batch
-    boundary, where the state is consistent); a second one interrupts immediately."""
+def _finite(array):
+    xp = get_array_module(array)
+    return bool(xp.isfinite(array).all())
+
+
+def _first_non_finite_weight(model):
+    for name, parameter in model.named_parameters():
+        if not _finite(parameter.data):
+            return name
+    return None
+
+
+def _position(epoch, batch):
+    """A checkpoint's place in words: ``epoch`` epochs done, then ``batch`` batches."""
+    return f"epoch {epoch + 1}, batch {batch}" if batch else f"after epoch {epoch}"
+
+
+def _divergence(what, where, images, optimizer, checkpoint, saved_epoch):
+    """The message for a value that stopped being finite: its likely cause and what the
+    user still has."""
+    if images is not None and not _finite(images):
+        cause = ("the input batch itself holds NaN or infinite values: check the data "
+                 "(and its normalisation: a channel with zero spread divides by zero)")
+    else:
+        cause = (f"the step size is probably too large (learning rate "
+                 f"{optimizer.param_groups[0]['lr']:.4g}): try a lower --lr")
+    if checkpoint is None:
+        kept = "nothing was saved"
+    elif saved_epoch is None:
+        kept = f"nothing was saved to {checkpoint}"
+    else:
+        kept = f"the last good checkpoint ({checkpoint}, {saved_epoch}) was kept"
+    return f"{what} at {where}; {cause}; {kept}"
+
+
+class _StopRequests:
+    """While active, the first SIGINT (Ctrl-C) or SIGTERM (``timeout``, batch schedulers)
+    only raises a flag: the loop stops at the next batch boundary, where the state is
+    consistent, and saves. A second one interrupts at once (KeyboardInterrupt)."""
+
+    SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
+                    if s is not None)
 
     def __init__(self, log):
-        self.requested, self.log, self.previous = False, log, None
+        self.requested, self.log, self.previous, self.signum = False, log, {}, None
 
     def _handle(self, signum, frame):
         if self.requested:
             raise KeyboardInterrupt
-        self.requested = True
-        self.log("\nCtrl-C: stopping after this batch and saving a checkpoint "
+        self.requested, self.signum = True, signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.log(f"\n{name}: stopping after this batch and saving a checkpoint "
                  "(press Ctrl-C again to quit without saving)")
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, previous in self.previous.items():
+            signal.signal(signum, previous)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -344,8 +472,9 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
                        metrics summed over the ranks, and only the main rank logs, shows
                        progress and writes files.
 
-    Raises ``TrainingInterrupted`` after Ctrl-C, and ``FloatingPointError`` when the loss
-    stops being finite (a learning rate too high, usually).
+    Raises ``TrainingInterrupted`` after Ctrl-C or SIGTERM, and ``TrainingDiverged`` (a
+    ``FloatingPointError``) when the loss, the test loss or a weight stops being finite
+    (a learning rate too high, usually); the checkpoint then stays the last good one.
     """
     device = device or _model_device(model)
     aux_weight = getattr(model, "aux_loss_weight", 0.3)
@@ -364,6 +493,11 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
             running.update(loss_sum=0.0, correct=0, seen=0)
             progress, log = False, (lambda line: None)
 
+    if checkpoint is not None and main:        # what a run killed outright left behind
+        from minicnn.files import remove_stale_temporaries
+        remove_stale_temporaries(checkpoint, *history_paths(checkpoint))
+    saved = {"where": _position(start_epoch, start_batch)} if resume is not None else {}
+
     def snapshot(epoch, batch):
         if checkpoint is None or not main:
             return
@@ -372,10 +506,20 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
         save_training_checkpoint(checkpoint, model, optimizer, schedule, progress_state,
                                  metadata)
         write_history(checkpoint, history)
+        saved["where"] = _position(epoch, batch)
+
+    def average_gradients():      # mean gradient over the ranks; any rank's Ctrl-C stops all
+        ctrl_c.requested = distributed.after_backward(ctrl_c.requested)
+    if distributed is None:
+        average_gradients = None
+
+    def diverged(what, where, images=None):
+        return TrainingDiverged(_divergence(what, where, images, optimizer, checkpoint,
+                                            saved.get("where")))
 
     model.train()
     steps = len(train_loader)
-    with _CtrlC(lambda message: print(message, file=sys.stderr, flush=True)) as ctrl_c:
+    with _StopRequests(lambda message: print(message, file=sys.stderr, flush=True)) as ctrl_c:
         for epoch in range(start_epoch, epochs):
             first = start_batch if epoch == start_epoch else 0
             if first == 0:
@@ -388,22 +532,12 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
                 for images, labels in train_loader.batches(epoch, start=first):
                     x = Tensor(to_device(images, device))
                     y = to_device(labels, device)
-                    loss, logits = compute_loss(model(x), y, label_smoothing, aux_weight)
-                    optimizer.zero_grad()
-                    loss.backward()
-                    if distributed is not None:   # mean gradient over the ranks; any Ctrl-C
-                        ctrl_c.requested = distributed.after_backward(ctrl_c.requested)
-                    optimizer.step()
-                    if schedule is not None:
-                        schedule.step()
-                    value = float(loss.item())
-                    if not math.isfinite(value):
-                        raise FloatingPointError(
-                            f"the loss became {value} at epoch {epoch + 1}, batch {batch + 1} "
-                            f"(learning rate {optimizer.param_groups[0]['lr']:.4g}); try a "
-                            "lower --lr")
-                    xp = get_array_module(logits.data)
-                    correct = int(xp.count_nonzero(logits.data.argmax(axis=1) == y))
+                    try:
+                        value, correct = train_step(model, optimizer, x, y, label_smoothing,
+                                                    aux_weight, schedule, average_gradients)
+                    except NonFiniteLoss as bad:
+                        raise diverged(f"the loss became {bad.value}",
+                                       f"epoch {epoch + 1}, batch {batch + 1}", x.data) from None
                     running["loss_sum"] += value * len(labels)
                     running["correct"] += correct
                     running["seen"] += len(labels)
@@ -428,9 +562,13 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
                 running.update(distributed.reduce_sums(
                     {k: running[k] for k in ("loss_sum", "correct", "seen")}))
                 distributed.synchronize_buffers()
+            broken = _first_non_finite_weight(model)
+            if broken is not None:     # checked before every save: never save NaN weights
+                raise diverged(f"the weight {broken} is no longer finite",
+                               f"epoch {epoch + 1}, batch {batch}")
             if ctrl_c.requested and batch < steps:
                 snapshot(epoch, batch)
-                raise TrainingInterrupted(checkpoint, epoch, batch)
+                raise TrainingInterrupted(checkpoint, epoch, batch, ctrl_c.signum)
 
             record = {"epoch": epoch + 1,
                       "train_loss": running["loss_sum"] / max(running["seen"], 1),
@@ -445,10 +583,13 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
                     result = distributed.reduce_means(result, test_loader.num_samples)
                 record.update(test_loss=result["loss"], test_accuracy=result["accuracy"],
                               test_top5=result["top5"])
+                if not math.isfinite(result["loss"]):
+                    raise diverged(f"the test loss became {result['loss']}",
+                                   f"the end of epoch {epoch + 1}")
             history.append(record)
             log(_summary_line(record, epochs))
             running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time_s": 0.0}
             snapshot(epoch + 1, 0)
             if ctrl_c.requested:   # Ctrl-C during the last batch or the evaluation
-                raise TrainingInterrupted(checkpoint, epoch + 1, 0)
+                raise TrainingInterrupted(checkpoint, epoch + 1, 0, ctrl_c.signum)
     return history

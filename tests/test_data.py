@@ -25,7 +25,8 @@ from hypothesis import given, settings, strategies as st
 from minicnn.data import DataLoader, load_dataset, transforms
 from minicnn.data import cifar, mnist
 from minicnn.data.dataset import ArrayDataset, DatasetError, default_data_dir, safe_unpickle
-from minicnn.data.download import DownloadError, atomic_write, download
+from minicnn.data.download import DownloadError, download
+from minicnn.files import atomic_write
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -214,11 +215,51 @@ def test_wrong_counts_and_shapes_are_refused(tmp_path):
         mnist.normalize_arrays({**arrays, "y_test": np.zeros(4, np.int64)}, "test")
 
 
-def test_corrupt_cache_is_a_clear_error(tmp_path):
+def test_corrupt_cache_is_a_clear_error_naming_the_file_to_delete(tmp_path):
     (tmp_path / "mnist").mkdir()
-    (tmp_path / "mnist" / "mnist.npz").write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(DatasetError, match="unreadable .npz"):
+    cache = tmp_path / "mnist" / "mnist.npz"
+    cache.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(DatasetError, match="unreadable .npz") as failed:
         mnist.load_mnist(tmp_path, sources_for(small_mnist()))
+    assert f"delete {cache}" in str(failed.value)
+    np.savez(cache, x_train=np.zeros((3, 28, 28), np.uint8))      # the wrong arrays
+    with pytest.raises(DatasetError, match=f"missing 'y_train'.*delete {cache}"):
+        mnist.load_mnist(tmp_path, sources_for(small_mnist()))
+
+
+def test_altered_idx_files_are_used_with_a_note_and_never_cached(tmp_path, capsys):
+    arrays = small_mnist()
+    altered = {**arrays, "x_train": arrays["x_train"].copy()}
+    altered["x_train"][0, 0, 0] ^= 0xFF
+    write_idx_files(tmp_path / "mnist", altered)
+    out = mnist.load_mnist(tmp_path, sources_for(arrays))        # digests of the real ones
+    np.testing.assert_array_equal(out[0], altered["x_train"])
+    err = capsys.readouterr().err
+    assert "note:" in err and "not cached" in err
+    assert not (tmp_path / "mnist" / "mnist.npz").exists()
+    mnist.load_mnist(tmp_path, sources_for(arrays))                # the note every time
+    assert "not cached" in capsys.readouterr().err
+
+
+def test_a_data_folder_that_cannot_be_written_is_read_with_a_note(tmp_path, monkeypatch,
+                                                                  capsys):
+    """A shared, read-only MNIST folder (simulated: the tests may run as root, whom
+    permissions do not stop)."""
+    arrays = small_mnist()
+    write_idx_files(tmp_path / "mnist", arrays)
+
+    def read_only(path, write):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(mnist, "atomic_write", read_only)
+    out = mnist.load_mnist(tmp_path, sources_for(arrays))
+    np.testing.assert_array_equal(out[2], arrays["x_test"])
+    err = capsys.readouterr().err
+    assert "could not write the cache" in err and "Permission denied" in err
+    monkeypatch.setattr(cifar, "atomic_write", read_only)
+    write_cifar(tmp_path / "cifar10")
+    cifar.load_cifar10(tmp_path, cifar_sources())
+    assert "cifar10: note: could not write the cache" in capsys.readouterr().err
+    assert not (tmp_path / "cifar10" / cifar.CACHE_NAME).exists()
 
 
 def test_data_dir_from_environment(monkeypatch, tmp_path):

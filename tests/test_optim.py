@@ -546,7 +546,7 @@ def test_a_crash_keeps_the_old_checkpoint_and_leaves_no_temporary_file(tmp_path,
     else:
         def failing_replace(source, destination):
             raise OSError("rename failed (simulated)")
-        monkeypatch.setattr(checkpoint_module.os, "replace", failing_replace)
+        monkeypatch.setattr(os, "replace", failing_replace)   # wherever the rename is
     with pytest.raises(OSError, match="simulated"):
         save_checkpoint(path, extra={"epoch": 2})
     assert os.listdir(tmp_path) == ["last.npz"]

@@ -28,8 +28,8 @@ def lenet():
     return architectures.create("lenet5", num_classes=10, in_channels=1)
 
 
-HISTORY = [{"epoch": e, "train_loss": 2.0 / e, "train_acc": 1 - 0.5 / e,
-            "test_loss": 2.2 / e, "test_acc": 1 - 0.6 / e} for e in range(1, 6)]
+HISTORY = [{"epoch": e, "train_loss": 2.0 / e, "train_accuracy": 1 - 0.5 / e,
+            "test_loss": 2.2 / e, "test_accuracy": 1 - 0.6 / e} for e in range(1, 6)]
 
 
 def test_learning_curves_from_list_dict_and_files(tmp_path):
@@ -39,8 +39,9 @@ def test_learning_curves_from_list_dict_and_files(tmp_path):
     (tmp_path / "h.json").write_text(json.dumps(HISTORY))
     check_png(plots.learning_curves(str(tmp_path / "h.json"), tmp_path / "c.png",
                                     figsize=SIZE, dpi=DPI))
-    lines = ["epoch,train_loss,train_acc,test_loss,test_acc"] + [
-        ",".join(str(e[k]) for k in ("epoch", "train_loss", "train_acc", "test_loss", "test_acc"))
+    lines = ["epoch,train_loss,train_acc,test_loss,test_acc"] + [   # the short names too
+        ",".join(str(e[k]) for k in ("epoch", "train_loss", "train_accuracy", "test_loss",
+                                     "test_accuracy"))
         for e in HISTORY]
     (tmp_path / "h.csv").write_text("\n".join(lines))
     path = plots.learning_curves(str(tmp_path / "h.csv"), tmp_path / "sub" / "d.png",

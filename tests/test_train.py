@@ -16,9 +16,9 @@ import pytest
 from minicnn import functional as F, nn, optim
 from minicnn.data import ArrayDataset, DataLoader, transforms
 from minicnn.tensor import Tensor
-from minicnn.train import (TrainingInterrupted, compute_loss, evaluate, fit, history_paths,
-                           load_training_checkpoint, make_optimizer, make_schedule,
-                           random_state, set_random_state)
+from minicnn.train import (TrainingDiverged, TrainingInterrupted, compute_loss, evaluate, fit,
+                           history_paths, load_training_checkpoint, make_optimizer,
+                           make_schedule, random_state, set_random_state)
 
 
 def toy_datasets(seed=0, train=96, test=48):
@@ -287,3 +287,102 @@ def test_prefetching_loader_trains_identically(tmp_path):
         return model
     assert_same_weights(run(0), run(2))
     assert math.isfinite(float(run(0)[5].weight.data.sum()))
+
+
+# ----------------------------------------------------------------------------- nothing broken kept
+
+def quiet(line):
+    pass
+
+
+def test_sigterm_saves_and_stops_like_ctrl_c(tmp_path):
+    model, optimizer, schedule, train_loader, _ = setup()
+
+    def terminate(epoch, batch, loss):
+        if (epoch, batch) == (0, 2):
+            signal.raise_signal(signal.SIGTERM)                 # what `timeout` sends
+    path = tmp_path / "t.npz"
+    with pytest.raises(TrainingInterrupted) as stopped:
+        fit(model, optimizer, train_loader, None, 2, schedule=schedule, checkpoint=path,
+            progress=False, log=quiet, on_batch_end=terminate)
+    assert (stopped.value.epoch, stopped.value.batch) == (0, 2)
+    progress = load_training_checkpoint(path)["progress"]
+    assert (progress["epoch"], progress["batch"]) == (0, 2)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL      # handler restored
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_weights_gone_bad_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path):
+    model, optimizer, schedule, train_loader, test_loader = setup()
+    path = tmp_path / "good.npz"
+
+    first_epoch = []
+
+    def poison(epoch, batch, loss):
+        if epoch == 1:
+            first_epoch.append(path.read_bytes())        # what epoch 1 saved
+            model[-1].weight.data[0, 0] = np.inf
+    with pytest.raises(TrainingDiverged) as failed:
+        fit(model, optimizer, train_loader, test_loader, 3, schedule=schedule,
+            checkpoint=path, progress=False, log=quiet, on_batch_end=poison)
+    message = str(failed.value)
+    assert "epoch 2" in message and "lower --lr" in message
+    assert f"last good checkpoint ({path}, after epoch 1) was kept" in message
+    assert path.read_bytes() == first_epoch[0]          # byte for byte the epoch-1 save
+    assert load_training_checkpoint(path)["progress"]["epoch"] == 1
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_non_finite_data_is_named_as_the_cause(tmp_path):
+    train, test = toy_datasets()
+    loader = DataLoader(train, batch_size=16,
+                        transform=lambda images, rng: np.full(images.shape, np.nan, np.float32))
+    model = tiny_model()
+    optimizer = optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TrainingDiverged, match="input batch itself holds NaN") as failed:
+        fit(model, optimizer, loader, None, 1, checkpoint=tmp_path / "n.npz", progress=False,
+            log=quiet)
+    assert "nothing was saved" in str(failed.value)
+    assert not (tmp_path / "n.npz").exists()
+    assert all(np.isfinite(p.data).all() for p in model.parameters())   # no step was taken
+
+
+def test_resume_takes_the_settings_given_now(tmp_path):
+    """The checkpoint gives progress, the optimizer and schedule passed in the settings:
+    a new learning rate and a longer cosine apply from the saved step on."""
+    model, optimizer, schedule, train_loader, test_loader = setup(epochs=2)
+    path = tmp_path / "part.npz"
+    fit(model, optimizer, train_loader, None, 1, schedule=schedule, checkpoint=path,
+        progress=False, log=quiet)
+    steps = len(train_loader)
+
+    model = tiny_model()
+    optimizer = optim.Adam(model.parameters(), lr=0.5)
+    schedule = make_schedule("cosine", optimizer, 4, steps)
+    seen = []
+    fit(model, optimizer, train_loader, None, 2, schedule=schedule, resume=path,
+        progress=False, log=quiet,
+        on_batch_end=lambda e, b, loss: seen.append(optimizer.param_groups[0]["lr"]))
+    # the first resumed step ran at step `steps` of a 4-epoch cosine from 0.5, and the
+    # step count went on from there
+    assert seen[0] == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * (steps + 1) / (4 * steps))))
+    assert schedule.step_count == 2 * steps
+    assert optimizer.param_groups[0]["initial_lr"] == 0.5
+
+
+def test_a_killed_runs_temporaries_are_removed_by_the_next_run(tmp_path):
+    path = tmp_path / "k.npz"
+    dead = tmp_path / ".k.npz.999999999-abcd1234.tmp"           # no such process
+    dead.write_bytes(b"PK half a checkpoint")
+    old_style = tmp_path / ".k.history.csv.x1y2z3.tmp"          # written before owners
+    old_style.write_text("epoch,")
+    import os
+    alive = tmp_path / f".k.npz.{os.getpid()}-inflight.tmp"     # a write still going on
+    alive.write_bytes(b"")
+    unrelated = tmp_path / ".other.npz.999999999-abcd1234.tmp"
+    unrelated.write_bytes(b"")
+    model, optimizer, schedule, train_loader, _ = setup()
+    fit(model, optimizer, train_loader, None, 1, checkpoint=path, progress=False, log=quiet)
+    assert not dead.exists() and not old_style.exists()
+    assert alive.exists() and unrelated.exists()
+    load_training_checkpoint(path)

@@ -24,7 +24,8 @@ import tempfile
 import numpy as np
 
 from minicnn.data.dataset import ArrayDataset, DatasetError, resolve_data_dir, safe_unpickle
-from minicnn.data.download import DownloadError, atomic_write, download, report
+from minicnn.data.download import DownloadError, download, report
+from minicnn.files import atomic_write
 
 ARCHIVE = "cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"
@@ -139,6 +140,13 @@ def load_cifar10(data_dir=None, sources=STANDARD):
                 arrays = {name: npz[name] for name in npz.files}
         except Exception as error:
             raise DatasetError(f"{cache}: unreadable cache ({error}); delete it") from None
+        expected = {"x_train", "y_train", "x_test", "y_test", "classes"}
+        try:
+            if not expected <= set(arrays):
+                raise DatasetError(f"{cache}: the cache lacks {sorted(expected - set(arrays))}")
+            check_counts(arrays, sources, cache)
+        except DatasetError as error:
+            raise DatasetError(f"{error}; delete {cache} and run again") from None
     else:
         arrays = None
         for folder in (root, parent):
@@ -153,8 +161,12 @@ def load_cifar10(data_dir=None, sources=STANDARD):
         if arrays is None:
             arrays = fetch(root, sources)
         check_counts(arrays, sources, "cifar10")
-        atomic_write(cache, lambda f: np.savez(f, **arrays))
-        report(f"cifar10: cached at {cache}")
+        try:
+            atomic_write(cache, lambda f: np.savez(f, **arrays))
+            report(f"cifar10: cached at {cache}")
+        except OSError as error:    # a shared, read-only dataset folder: use it as it is
+            report(f"cifar10: note: could not write the cache {cache} "
+                   f"({error.strerror or error}); reading the archive again on every run")
     check_counts(arrays, sources, cache)
     classes = tuple(str(c) for c in arrays["classes"])
     return (arrays["x_train"], arrays["y_train"].astype(np.int64), arrays["x_test"],
@@ -163,7 +175,12 @@ def load_cifar10(data_dir=None, sources=STANDARD):
 
 def fetch(root, sources):
     report(f"cifar10: not found in {root}; downloading {sources.url}")
-    os.makedirs(root, exist_ok=True)
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as error:
+        raise DatasetError(f"CIFAR-10 is not in {root}, and it cannot be downloaded there "
+                           f"({error.strerror or error}); point --data-dir or $MINICNN_DATA "
+                           "at a folder that holds it or can be written") from None
     with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as folder:
         path = os.path.join(folder, ARCHIVE)
         try:

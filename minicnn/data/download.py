@@ -22,6 +22,8 @@ import tempfile
 import urllib.error
 import urllib.request
 
+from minicnn.files import atomic_write  # noqa: F401  (imported from here before minicnn.files)
+
 CONNECT_TIMEOUT = 5.0     # seconds to wait for a server to answer at all (and between reads)
 CHUNK_BYTES = 1 << 20
 
@@ -106,26 +108,3 @@ def download(url, destination, md5=None, sha256=None, timeout=CONNECT_TIMEOUT, q
             os.remove(temporary)
         raise
     return destination
-
-
-def atomic_write(path, write):
-    """Create ``path`` atomically: ``write(file_object)`` fills a temporary file beside it,
-    which is flushed to disk and then renamed over ``path``. A crash at any moment leaves
-    either the old file or the complete new one, never a torn one."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                                         dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return path

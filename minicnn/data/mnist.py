@@ -44,7 +44,8 @@ import zlib
 import numpy as np
 
 from minicnn.data.dataset import (ArrayDataset, DatasetError, resolve_data_dir, safe_unpickle)
-from minicnn.data.download import DownloadError, atomic_write, download, report
+from minicnn.data.download import DownloadError, download, report
+from minicnn.files import atomic_write
 
 CLASSES = tuple(str(digit) for digit in range(10))
 
@@ -216,19 +217,35 @@ def check_digests(arrays, sources, source):
 # ----------------------------------------------------------------------------- the cache
 
 def save_cache(path, arrays):
-    """Write the uncompressed ``.npz`` (loads in ~50 ms) atomically: no torn cache entry."""
+    """Write the uncompressed ``.npz`` (loads in ~50 ms) atomically: no torn cache entry.
+
+    Only verified arrays are cached. A folder that cannot be written (a shared, read-only
+    dataset) is not an error: the data is used as read, with one note. Returns True when
+    the cache was written."""
     stored = {k: (v.astype(np.uint8) if k.startswith("y") else v) for k, v in arrays.items()}
-    atomic_write(path, lambda f: np.savez(f, **stored))
+    try:
+        atomic_write(path, lambda f: np.savez(f, **stored))
+    except OSError as error:
+        report(f"mnist: note: could not write the cache {path} ({error.strerror or error}); "
+               "reading the files again on every run")
+        return False
+    return True
 
 
 def load_npz(path):
-    """Keras' ``mnist.npz`` or minicnn's cache (the same keys: x_train y_train x_test y_test)."""
+    """Keras' ``mnist.npz`` or minicnn's cache (the same keys: x_train y_train x_test y_test).
+
+    A file that cannot be read, or reads as something other than MNIST, raises a
+    ``DatasetError`` that names it and says to delete it."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-    except Exception as error:   # a torn zip, a pickle, not an npz at all
-        raise DatasetError(f"{path}: unreadable .npz ({type(error).__name__}: {error})") from None
-    return normalize_arrays(arrays, path)
+        return normalize_arrays(arrays, path)
+    except Exception as error:   # a torn zip, a pickle, not an npz at all, wrong arrays
+        reason = str(error) if isinstance(error, DatasetError) else \
+            f"unreadable .npz ({type(error).__name__}: {error})"
+        raise DatasetError(f"{reason.removeprefix(f'{path}: ')}; delete {path} and run again "
+                           "(it is rebuilt from the IDX files or a download)") from None
 
 
 # ----------------------------------------------------------------------------- mirrors
@@ -336,7 +353,10 @@ def load_mnist(data_dir=None, sources=STANDARD):
     for candidate in (cache, os.path.join(parent, CACHE_NAME)):
         if os.path.isfile(candidate):
             arrays = load_npz(candidate)
-            check_counts(arrays, sources, candidate)
+            try:
+                check_counts(arrays, sources, candidate)
+            except DatasetError as error:
+                raise DatasetError(f"{error}; delete {candidate} and run again") from None
             return _split(arrays)
 
     local = _find_idx_files([root, parent, os.path.join(parent, "MNIST", "raw")])
@@ -347,14 +367,17 @@ def load_mnist(data_dir=None, sources=STANDARD):
         try:
             check_digests(arrays, sources, "IDX files")
         except DatasetError as difference:
-            report(f"mnist: note: {difference}; using your files as they are")
-        save_cache(cache, arrays)
+            # altered files may be meant (an experiment); caching them would not be: a
+            # later run would load them silently. Read them again each time, with the note
+            report(f"mnist: note: {difference}; using your files as they are, not cached")
+        else:
+            save_cache(cache, arrays)
         return _split(arrays)
 
     arrays = fetch(root, sources)
-    save_cache(cache, arrays)
-    report(f"mnist: verified {len(arrays['x_train'])} + {len(arrays['x_test'])} images; "
-           f"cached at {cache}")
+    if save_cache(cache, arrays):
+        report(f"mnist: verified {len(arrays['x_train'])} + {len(arrays['x_test'])} images; "
+               f"cached at {cache}")
     return _split(arrays)
 
 
@@ -363,7 +386,12 @@ def fetch(root, sources):
     lists each attempt and what a user can do by hand."""
     report(f"mnist: not found in {root}; fetching it")
     attempts = []
-    os.makedirs(root, exist_ok=True)
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as error:
+        raise DatasetError(f"MNIST is not in {root}, and it cannot be downloaded there "
+                           f"({error.strerror or error}); point --data-dir or $MINICNN_DATA "
+                           "at a folder that holds it or can be written") from None
     for mirror in sources.mirrors:
         report(f"mnist: trying mirror {mirror}")
         try:

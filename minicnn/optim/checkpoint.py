@@ -19,19 +19,18 @@ keys must be strings without ``/``.
 Atomic writes
 -------------
 The file is written under a temporary name in the same directory, flushed to disk, and
-then renamed over the destination with ``os.replace``, which is atomic on POSIX and
-Windows when both names are on one file system. A crash at any moment leaves either the
-old checkpoint or the new one, never half of one; the temporary file is removed when the
-write fails.
+then renamed over the destination with ``os.replace`` (``minicnn.files.atomic_write``).
+A crash at any moment leaves either the old checkpoint or the new one, never half of one;
+the temporary file is removed when the write fails, and one left by a killed process
+(``.NAME.PID-RANDOM.tmp``) is removed by the next training run.
 """
 import json
-import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from minicnn.backend import to_device
+from minicnn.files import atomic_write
 from minicnn.tensor import Tensor
 
 HEADER = "__minicnn_checkpoint__"
@@ -94,27 +93,7 @@ def save_checkpoint(path, **sections):
         tree[name] = _pack(value, name, arrays)
     header = json.dumps({"format": FORMAT, "version": VERSION, "tree": tree})
 
-    directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.",
-                                             suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            _write_npz(file, {HEADER: np.array(header), **arrays})
-            file.flush()
-            os.fsync(file.fileno())                # the bytes are on disk before the rename
-        os.chmod(temporary, _new_file_mode())      # mkstemp makes it private (0600)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
-def _new_file_mode():
-    """The permissions an ordinary new file gets here: 0666 minus the process umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    atomic_write(path, lambda file: _write_npz(file, {HEADER: np.array(header), **arrays}))
 
 
 def _write_npz(file, entries):
