@@ -329,9 +329,10 @@ def convert_state_dict(model, state, variant, origin="the state dict"):
     """
     state = {key: value for key, value in state.items()
              if not key.endswith(IGNORED_SUFFIXES)}
-    ours = model.state_dict()
-    if set(state) == set(ours):
-        table = {key: key for key in ours}
+    shapes = {key: tuple(p.shape) for key, p in model.named_parameters()}
+    shapes.update((key, tuple(b.shape)) for key, b in model.named_buffers() if b is not None)
+    if set(state) == set(shapes):
+        table = {key: key for key in shapes}
     else:
         table = torchvision_keys(model, variant)
     missing = [key for key in table if key not in state]
@@ -345,7 +346,7 @@ def convert_state_dict(model, state, variant, origin="the state dict"):
     converted = {}
     for theirs, mine in table.items():
         value = np.asarray(state[theirs])
-        expected = ours[mine].shape
+        expected = shapes[mine]
         if value.shape != expected:
             raise ValueError(f"{origin}: {theirs} has shape {value.shape}, {variant} expects "
                              f"{expected} (for {mine})")
