@@ -229,8 +229,8 @@ def torchvision_keys(model, variant):
     names = source(variant).names
     table = {}
     for path, module in model.named_modules():
-        arrays = list(module._parameters) + [n for n, b in module._buffers.items()
-                                             if b is not None]
+        arrays = [name for name, array in list(module._parameters.items())
+                  + list(module._buffers.items()) if array is not None]
         if not arrays:
             continue
         theirs = names(model, path)
