@@ -198,3 +198,18 @@ def test_unknown_and_absent_files_get_clear_errors(tmp_path):
     with pytest.raises(ValueError, match=r"weights\.bin: expected a \.pth, \.pt, \.safetensors "
                                          r"or \.npz file, got '\.bin'"):
         read_state_dict(odd)
+
+
+def test_pth_files_go_through_minicnn_io(tmp_path):
+    """``.pth`` reading belongs to minicnn.io.load_torch; without it the error says so."""
+    path = tmp_path / "resnet18.pth"
+    path.write_bytes(b"PK\x03\x04")
+    try:
+        import minicnn.io  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match=r"resnet18\.pth: reading PyTorch \.pth/\.pt files "
+                                             r"needs minicnn\.io\.load_torch"):
+            read_state_dict(path)
+    else:
+        with pytest.raises(Exception, match=r"resnet18\.pth"):   # a truncated zip: refused
+            read_state_dict(path)
