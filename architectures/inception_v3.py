@@ -66,7 +66,8 @@ Details
 -------
 * Every convolution is Conv (no bias) → BatchNorm (ε = 0.001, TensorFlow's) → ReLU.
 * Average pooling inside modules is 3×3/1 "same" and, as TensorFlow's, does not count
-  the padding (torchvision counts it; parameters are the same).
+  the padding (torchvision counts it; parameters are the same). ``pool_counts_padding=True``
+  builds torchvision's version, the one its pretrained weights need.
 * Dropout before the classifier is 0.2 (TF-slim's keep probability 0.8).
 * Weights start as in TF-slim and torchvision: truncated normal (cut at ±2σ) with
   σ = 0.1 for every convolution and the classifier, 0.01 for the auxiliary 5×5
@@ -411,10 +412,15 @@ BLOCKS = {"InceptionA": InceptionA, "ReductionA": ReductionA, "InceptionB": Ince
 # ----------------------------------------------------------------------------- the network
 class InceptionV3(nn.Module):
     """Stem → modules of the table → global average pool → dropout → FC, with the
-    auxiliary classifier read from module ``aux_source`` in training mode."""
+    auxiliary classifier read from module ``aux_source`` in training mode.
+
+    ``pool_counts_padding=True`` makes the modules' 3×3/1 average pools divide by 9 at the
+    border too, counting the zero padding, as torchvision's build does (its pretrained
+    weights were trained that way); the default averages only real pixels, as TensorFlow.
+    """
 
     def __init__(self, stem_rows, module_rows, aux_source, num_classes=1000, in_channels=3,
-                 aux_logits=True, dropout=0.2):
+                 aux_logits=True, dropout=0.2, pool_counts_padding=False):
         super().__init__()
         stem, channels = build_stem(stem_rows, in_channels)
         layers = OrderedDict(stem=stem)
@@ -425,6 +431,10 @@ class InceptionV3(nn.Module):
             if name == aux_source:
                 aux_channels = channels
         self.features = nn.Sequential(layers)
+        if pool_counts_padding:   # the only average pools in the trunk are the 3×3/1 ones
+            for module in self.features.modules():
+                if isinstance(module, nn.AvgPool2d):
+                    module.count_include_pad = True
         self.aux_source = aux_source
         self.aux_logits = (AuxiliaryClassifier(aux_channels, num_classes)
                            if aux_logits else None)
