@@ -35,6 +35,7 @@ weights go into the build that matches, chosen by ``TORCHVISION`` (``options``):
 changes the model, so a wrong file leaves the model untouched.
 """
 import os
+import zipfile
 import re
 from collections import namedtuple
 
@@ -284,8 +285,12 @@ def read_state_dict(path):
         raise FileNotFoundError(f"weights file {path} does not exist")
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                return {key: archive[key] for key in archive.files}
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+            raise ValueError(f"weights file {path}: not a readable .npz of named arrays "
+                             f"({str(error).splitlines()[0]})") from None
     if suffix in (".pth", ".pt", ".safetensors"):
         return load_state_dict_file(path)
     raise ValueError(f"weights file {path}: expected a .pth, .pt, .safetensors or .npz file, "

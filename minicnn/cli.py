@@ -180,13 +180,17 @@ RANGES = {
 NEEDS = (
     ("sync_bn", "distributed", "synchronized batch norm is across the ranks of --distributed"),
     ("measure", "summary", "it measures the step that --summary describes"),
-    ("freeze", "finetune", "it freezes layers of the --finetune CHECKPOINT's network"),
 )
 # pairs that contradict each other
 CONFLICTS = (
     ("eval_only", "predict", "give one of them"),
     ("resume", "finetune", "--resume continues a run, --finetune starts a new one from "
                            "its weights"),
+    ("weights", "resume", "--weights starts from pretrained weights, --resume continues a "
+                          "run"),
+    ("weights", "finetune", "give one set of starting weights"),
+    ("weights", "eval_only", "--eval-only evaluates a --resume checkpoint on its own test "
+                             "set; classify photos with --weights W --predict IMAGE"),
 )
 # options that only a training run uses
 TRAINING_ONLY = ("epochs", "lr", "optimizer", "momentum", "weight_decay", "schedule",
@@ -203,6 +207,12 @@ def _given(args, key):
     return value is not None and value is not False
 
 
+def exporting_only(args):
+    """``--resume CK --export-onnx PATH`` with no --train or --epochs exports the trained
+    network; it does not continue the run."""
+    return bool(args.export_onnx and args.resume and not args.train and args.epochs is None)
+
+
 def check_option_combinations(args):
     """Refuse what would be silently ignored or contradicts itself."""
     for key, needed, why in NEEDS:
@@ -211,7 +221,10 @@ def check_option_combinations(args):
     for first, second, why in CONFLICTS:
         if _given(args, first) and _given(args, second):
             raise CliError(f"{_flag(first)} and {_flag(second)} do not go together: {why}")
-    using_checkpoint = args.eval_only or args.predict
+    if _given(args, "freeze") and not (_given(args, "finetune") or _given(args, "weights")):
+        raise CliError("--freeze needs --finetune or --weights: it freezes layers of the "
+                       "network they start from")
+    using_checkpoint = args.eval_only or args.predict or exporting_only(args)
     training = (args.train or args.resume) and not using_checkpoint
     if not training:
         for key in TRAINING_ONLY:
@@ -347,8 +360,14 @@ def build_parser(family, defaults, variants):
         metavar="DIR")
     add(see, "--finetune", "start from the weights of this checkpoint (a head of another "
         "size is skipped and reported)", metavar="CHECKPOINT")
-    add(see, "--freeze", "with --finetune: none, backbone (train only the head) or "
-        "all-but-last-N", type=freeze_mode, metavar="MODE")
+    add(see, "--freeze", "with --finetune or --weights: none, backbone (train only the "
+        "head) or all-but-last-N", type=freeze_mode, metavar="MODE")
+    add(see, "--weights", "pretrained weights for the variant: a torchvision .pth/.pt, or a "
+        ".safetensors/.npz state dict (see README). With --predict: the top-5 ImageNet "
+        "classes of each photo; with --train: start from them (a head of another size is "
+        "replaced); with --summary: the network they fit", metavar="PATH")
+    add(see, "--export-onnx", "write the network as an ONNX file (after training, or from "
+        "--resume or --weights); needs pip install 'minicnn[onnx]'", metavar="PATH")
     trouble = parser.add_argument_group("trouble")
     add(trouble, "--debug", f"show the full traceback of an internal error (or set "
         f"{DEBUG_ENV}=1)", action="store_true")
@@ -447,11 +466,13 @@ INPUT_PATHS = (
     PathOption("resume", "file"),
     PathOption("finetune", "file"),
     PathOption("predict", "files"),
+    PathOption("weights", "file"),
     PathOption("data_dir", "folder", may_be_missing=True),
 )
 OUTPUT_PATHS = (
     PathOption("save", "file"),
     PathOption("plot", "folder", needs={"matplotlib": "plot"}),
+    PathOption("export_onnx", "file", needs={"onnx": "onnx"}),
 )
 
 
@@ -606,7 +627,7 @@ def load_datasets(name, data_dir, image_size=32, channels=3, seed=0):
                         seed=seed)
 
 
-def build_model(architecture, num_classes, in_channels, seed):
+def build_model(architecture, num_classes, in_channels, seed, **options):
     import architectures
     from minicnn.nn import init
     import numpy as np
@@ -614,7 +635,7 @@ def build_model(architecture, num_classes, in_channels, seed):
     np.random.seed(seed)
     try:
         return architectures.create(architecture, num_classes=num_classes,
-                                    in_channels=in_channels)
+                                    in_channels=in_channels, **options)
     except (TypeError, ValueError) as error:
         raise CliError(f"cannot build {architecture} for {in_channels}-channel input and "
                        f"{num_classes} classes: {error}") from None
@@ -655,6 +676,53 @@ def prefetch_depth(transform):
     from minicnn.data.transforms import Resize
     busy = transform.random or any(isinstance(t, Resize) for t in transform.transforms)
     return 2 if busy else 0
+
+
+def load_weights(architecture, path):
+    """--weights: ``architecture`` built as the network the file's weights were trained in
+    (torchvision's options where they differ from ours), with them loaded."""
+    from architectures import pretrained
+    from minicnn.io import FormatError
+    try:
+        return pretrained.create_with_weights(architecture, path)
+    except FormatError as error:
+        raise CliError(str(error).splitlines()[0]) from None
+    except (KeyError, ValueError, TypeError) as error:
+        raise CliError(f"--weights {path}: {str(error).splitlines()[0]}") from None
+
+
+def weights_build_options(architecture):
+    """The build options torchvision's weights for ``architecture`` need ({} if none)."""
+    from architectures import pretrained
+    try:
+        return dict(pretrained.source(architecture).options)
+    except (KeyError, ValueError):
+        return {}
+
+
+def predict_imagenet(architecture, weights, images, device, top=5):
+    """--weights W --predict PHOTO: the top ImageNet classes of each photo, with the
+    preprocessing the weights were trained with (resize, centre crop, mean/std)."""
+    from minicnn.data.imagenet import predict_topk, read_rgb
+    model = load_weights(architecture, weights).to(device)
+    for path in images:
+        try:
+            image = read_rgb(path)
+        except (OSError, ValueError) as error:
+            raise CliError(f"{path}: {str(error).splitlines()[0]}") from None
+        print(path)
+        for name, probability in predict_topk(model, image, k=top, variant=architecture):
+            print(f"  {name:>28}  {100 * probability:6.2f}%")
+
+
+def export_onnx(model, path, input_shape):
+    """--export-onnx: the network as an ONNX file, checked by the onnx package."""
+    from minicnn.onnx import ExportError, export
+    try:
+        export(model, path, input_shape=input_shape)
+    except ExportError as error:
+        raise CliError(f"--export-onnx: {str(error).splitlines()[0]}") from None
+    print(f"ONNX: {path} (input {'x'.join(str(n) for n in input_shape)}, batch dynamic)")
 
 
 def read_checkpoint(path, family, variants):
@@ -804,7 +872,9 @@ def train(family, architecture, dataset, settings, args, state, started, save):
     mean, std = train_set.channel_statistics()   # of the full training set
     train_set = train_set.subset(settings["limit_train"], seed=settings["seed"])
 
-    model = build_model(architecture, train_set.num_classes, train_set.channels, settings["seed"])
+    options = weights_build_options(architecture) if args.weights else {}
+    model = build_model(architecture, train_set.num_classes, train_set.channels,
+                        settings["seed"], **options)
     meta = {"family": family, "architecture": architecture, "dataset": dataset,
             "classes": list(train_set.classes), "num_classes": train_set.num_classes,
             "in_channels": train_set.channels, "channels": train_set.channels,
@@ -824,6 +894,9 @@ def train(family, architecture, dataset, settings, args, state, started, save):
                      args.measure)
     if args.finetune:
         start_from(model, architecture, args.finetune, args.freeze)
+    elif args.weights:
+        start_from(model, architecture, load_weights(architecture, args.weights).state_dict(),
+                   args.freeze, origin=f"--weights {args.weights}")
 
     batch_size = settings["batch_size"]
     train_transform = make_pipeline(meta, settings["augment"])
@@ -888,25 +961,31 @@ def train(family, architecture, dataset, settings, args, state, started, save):
         print(f"done in {time.perf_counter() - started:.1f} s: test accuracy "
               f"{100 * last['test_accuracy']:.2f}% (top-5 {100 * last['test_top5']:.2f}%), "
               f"checkpoint {save}")
-    if args.plot and (data_parallel is None or data_parallel.is_main_process):
+    main_rank = data_parallel is None or data_parallel.is_main_process
+    if args.plot and main_rank:
         write_plots(args.plot, model, history, test_set, test_loader, test_transform)
+    if args.export_onnx and main_rank:
+        export_onnx(model.to("cpu"), args.export_onnx,
+                    (train_set.channels, int(input_size), int(input_size)))
     return history
 
 
-def start_from(model, architecture, checkpoint, freeze):
-    """--finetune: the weights of ``checkpoint`` that fit, then --freeze; none fitting is
-    an error (a checkpoint of another network would silently train from scratch)."""
+def start_from(model, architecture, checkpoint, freeze, origin=None):
+    """--finetune (a checkpoint path) or --weights (a state dict): the arrays that fit,
+    then --freeze; none fitting is an error (a checkpoint of another network would
+    silently train from scratch)."""
     import zipfile
     from minicnn.nn import apply_freeze, load_partial
+    origin = origin or f"--finetune {checkpoint}"
     try:
         report = load_partial(model, checkpoint)
         if not report.loaded:
-            raise CliError(f"--finetune {checkpoint}: none of its arrays fits {architecture} "
+            raise CliError(f"{origin}: none of its arrays fits {architecture} "
                            f"(another network's checkpoint?); {len(report.skipped)} skipped")
         print(report)
         frozen = apply_freeze(model, freeze or "none")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
-        raise CliError(f"--finetune {checkpoint}: {str(error).splitlines()[0]}") from None
+        raise CliError(f"{origin}: {str(error).splitlines()[0]}") from None
     print(f"frozen ({freeze or 'none'}): {_count(len(frozen), 'parameter', 'parameters')}")
 
 
@@ -928,12 +1007,18 @@ def run(family, argv):
     if not variants:
         raise CliError(f"the {family} family registers no architectures")
     args = build_parser(family, defaults, variants).parse_args(argv)
-    if not (args.train or args.resume or args.summary or args.eval_only or args.predict):
+    if not (args.train or args.resume or args.summary or args.eval_only or args.predict
+            or args.export_onnx):
         raise CliError("nothing to do: give --train DATASET, --resume CHECKPOINT, --summary, "
-                       "--eval-only or --predict IMAGE")
-    if (args.eval_only or args.predict) and not args.resume:
-        raise CliError(f"--{'eval-only' if args.eval_only else 'predict'} needs a trained "
-                       "checkpoint: add --resume PATH")
+                       "--eval-only, --predict IMAGE or --export-onnx PATH")
+    if args.eval_only and not args.resume:
+        raise CliError("--eval-only needs a trained checkpoint: add --resume PATH")
+    if args.predict and not (args.resume or args.weights):
+        raise CliError("--predict needs a trained checkpoint (--resume PATH) or pretrained "
+                       "weights (--weights PATH)")
+    if args.export_onnx and not (args.train or args.resume or args.weights):
+        raise CliError("--export-onnx needs a network to export: --train DATASET, --resume "
+                       "CHECKPOINT or --weights PATH")
     check_option_combinations(args)
     check_inputs(args)
     if args.distributed:
@@ -955,7 +1040,8 @@ def run(family, argv):
     saved = state["meta"].get("settings") if state is not None else None
     settings = resolve_settings(defaults, args, architecture, dataset, saved)
     check_device(settings["device"])
-    training = (args.train or args.resume) and not (args.eval_only or args.predict)
+    training = (args.train or args.resume) and not (args.eval_only or args.predict
+                                                     or exporting_only(args))
     if training:
         if state is not None:
             for line in reconcile_resume(settings, state, args):
@@ -973,11 +1059,30 @@ def run(family, argv):
         import architectures
         entry = architectures.entry(architecture)   # the network as published
         input_size = args.input_size or entry.input_size
-        model = build_model(architecture, entry.num_classes, entry.in_channels, settings["seed"])
+        if args.weights:
+            model = load_weights(architecture, args.weights)
+        else:
+            model = build_model(architecture, entry.num_classes, entry.in_channels,
+                                settings["seed"])
         probe_input(model, architecture, entry.in_channels, input_size, "cpu")
         show_summary(architecture, model, entry.in_channels, input_size, settings["batch_size"],
                      args.measure)
-    if args.predict:
+    if args.export_onnx and not training:
+        if args.weights:
+            import architectures
+            entry = architectures.entry(architecture)
+            model = load_weights(architecture, args.weights)
+            shape = (entry.in_channels, args.input_size or entry.input_size,
+                     args.input_size or entry.input_size)
+        else:
+            meta = state["meta"]
+            model = build_model(meta["architecture"], meta["num_classes"], meta["in_channels"], 0)
+            restore_weights(state, model, args.resume)
+            shape = (meta["in_channels"], meta["input_size"], meta["input_size"])
+        export_onnx(model, args.export_onnx, shape)
+    if args.predict and args.weights:
+        predict_imagenet(architecture, args.weights, args.predict, settings["device"])
+    elif args.predict:
         predict(state, args.predict, settings["device"], args.resume)
     elif args.eval_only:
         if dataset != saved_dataset:
