@@ -43,6 +43,7 @@ def test_batched_nms_is_nms_within_each_class(case):
         expected += members[brute_force_nms(boxes[members], scores[members], threshold)].tolist()
     expected.sort(key=lambda i: (-scores[i], i))
     assert batched_nms(boxes, scores, classes, threshold).tolist() == expected
+    assert batched_nms(boxes, scores, classes, threshold, max_kept=3).tolist() == expected[:3]
 
 
 def test_overlapping_boxes_of_different_classes_both_survive():

@@ -24,17 +24,18 @@ def _scores(scores, count, name):
     return scores
 
 
-def nms(boxes, scores, iou_threshold):
+def nms(boxes, scores, iou_threshold, max_kept=None):
     """Indices of the boxes greedy NMS keeps, in descending score (see module doc).
 
     A box is dropped when its IoU with a kept, higher-scoring box is *greater than*
-    ``iou_threshold``; equal scores keep the earlier box first.
+    ``iou_threshold``; equal scores keep the earlier box first. ``max_kept`` stops after
+    that many (the first ``max_kept`` of the full answer).
     """
     boxes = as_boxes(boxes)
     scores = _scores(scores, len(boxes), "nms")
     remaining = np.argsort(-scores, kind="stable")
     kept = []
-    while remaining.size:
+    while remaining.size and (max_kept is None or len(kept) < max_kept):
         best, remaining = remaining[0], remaining[1:]
         kept.append(best)
         overlap = box_iou(boxes[best][None], boxes[remaining])[0]
@@ -42,20 +43,21 @@ def nms(boxes, scores, iou_threshold):
     return np.array(kept, dtype=np.int64)
 
 
-def batched_nms(boxes, scores, classes, iou_threshold):
+def batched_nms(boxes, scores, classes, iou_threshold, max_kept=None):
     """NMS within each class separately; the kept indices of all classes, in descending
-    score (ties: lower index first)."""
+    score (ties: lower index first), the first ``max_kept`` of them when given."""
     boxes = as_boxes(boxes)
     scores = _scores(scores, len(boxes), "batched_nms")
     classes = np.asarray(classes)
     if classes.shape != (len(boxes),):
         raise ValueError(f"batched_nms: expected {len(boxes)} classes (one per box), "
                          f"got shape {classes.shape}")
+    # a class's boxes past its own max_kept-th can never be among the best max_kept overall
     kept = [np.flatnonzero(classes == c)[nms(boxes[classes == c], scores[classes == c],
-                                             iou_threshold)]
+                                             iou_threshold, max_kept)]
             for c in np.unique(classes)]
     kept = np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)
-    return kept[np.lexsort((kept, -scores[kept]))]
+    return kept[np.lexsort((kept, -scores[kept]))][:max_kept]
 
 
 def sigmoid(x):
@@ -90,7 +92,7 @@ def postprocess(class_logits, box_regression, anchors, image_size, score_thresho
             candidates = candidates[best]
         anchor_index, labels = np.divmod(candidates, num_classes)
         boxes = clip_boxes(decode(deltas[anchor_index], anchors[anchor_index]), width, height)
-        kept = batched_nms(boxes, scores[candidates], labels, iou_threshold)[:max_detections]
+        kept = batched_nms(boxes, scores[candidates], labels, iou_threshold, max_detections)
         detections.append({"boxes": boxes[kept], "scores": scores[candidates][kept],
                            "labels": labels[kept].astype(np.int64)})
     return detections
