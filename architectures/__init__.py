@@ -17,6 +17,7 @@ FAMILIES = (
     "inception_v4", "inception_resnet", "resnet", "wide_resnet", "resnext", "senet",
     "densenet", "squeezenet", "mobilenet_v1", "mobilenet_v2", "xception", "efficientnet",
     "efficientnet_v2",
+    "efficientdet",
 )
 
 

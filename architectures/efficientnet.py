@@ -153,14 +153,21 @@ class EfficientNet(nn.Module):
     with widths and repeats already scaled; the first row's ``in`` is the stem width. The drop-path
     probability of block i (counting over all stages, from 0) is ``drop_path_rate·i/N``.
     EfficientNetV2 reuses this class with its own table (Fused-MBConv blocks early).
+
+    ``include_top=False`` builds the stem and stages only (no head convolution, pooling or
+    classifier): a backbone whose ``feature_pyramid(x)`` gives the feature maps a detector
+    reads (EfficientDet), with the parameters its reference implementation counts.
     """
 
     def __init__(self, stages, head_channels, dropout, num_classes=1000, in_channels=3,
-                 drop_path_rate=DROP_PATH_RATE, bn_eps=BN_EPS, bn_momentum=BN_MOMENTUM):
+                 drop_path_rate=DROP_PATH_RATE, bn_eps=BN_EPS, bn_momentum=BN_MOMENTUM,
+                 include_top=True):
         super().__init__()
         bn = dict(bn_eps=bn_eps, bn_momentum=bn_momentum)
         layers = OrderedDict(stem=ConvBNAct(in_channels, stages[0].in_channels, 3, 2,
                                             activation=nn.SiLU, **bn))
+        # Where each part of ``features`` leaves the image: its output stride and width.
+        self.stage_strides, self.stage_channels = {"stem": 2}, {"stem": stages[0].in_channels}
         total_blocks = sum(row.repeats for row in stages)
         block_index = 0
         for number, row in enumerate(stages, start=1):
@@ -174,14 +181,47 @@ class EfficientNet(nn.Module):
                                         row.expand_ratio, drop_path=rate, **bn))
                 block_index += 1
             layers[f"stage{number}"] = nn.Sequential(*blocks)
-        layers["head"] = ConvBNAct(stages[-1].out_channels, head_channels, 1,
-                                   activation=nn.SiLU, **bn)
+            previous = next(reversed(self.stage_strides.values()))
+            self.stage_strides[f"stage{number}"] = previous * row.stride
+            self.stage_channels[f"stage{number}"] = row.out_channels
+        self.include_top = include_top
+        if include_top:
+            layers["head"] = ConvBNAct(stages[-1].out_channels, head_channels, 1,
+                                       activation=nn.SiLU, **bn)
         self.features = nn.Sequential(layers)
-        self.pool = nn.GlobalAvgPool2d()
-        self.flatten = nn.Flatten()
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.classifier = nn.Linear(head_channels, num_classes)
+        if include_top:
+            self.pool = nn.GlobalAvgPool2d()
+            self.flatten = nn.Flatten()
+            self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+            self.classifier = nn.Linear(head_channels, num_classes)
         self._initialise()
+
+    def pyramid_stages(self, strides=(8, 16, 32)):
+        """For each output stride, the name of the *last* part of ``features`` at it: the
+        deepest map of that resolution (B0: stage3, stage5, stage7 at 8, 16, 32)."""
+        last = {}
+        for name, stride in self.stage_strides.items():
+            last[stride] = name
+        missing = [s for s in strides if s not in last]
+        if missing:
+            raise ValueError(f"EfficientNet has no feature map at stride(s) {missing}; its "
+                             f"strides are {sorted(last)}")
+        return [last[s] for s in strides]
+
+    def feature_pyramid(self, x, strides=(8, 16, 32)):
+        """The last feature map at each of ``strides`` (P3, P4, P5 of a detector for the
+        default 8, 16, 32), running the stem and stages only as far as needed."""
+        wanted = self.pyramid_stages(strides)
+        found = {}
+        for name, part in self.features.named_children():
+            if name not in self.stage_strides:
+                break                                   # the head is not a pyramid level
+            x = part(x)
+            if name in wanted:
+                found[name] = x
+                if len(found) == len(set(wanted)):
+                    break
+        return [found[name] for name in wanted]
 
     def _initialise(self):
         for module in self.modules():
@@ -195,6 +235,8 @@ class EfficientNet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x):
+        if not self.include_top:
+            return self.features(x)
         return self.classifier(self.dropout(self.flatten(self.pool(self.features(x)))))
 
 

@@ -22,5 +22,6 @@ from minicnn.functional.loss import (cross_entropy, nll_loss, mse_loss, accuracy
 from minicnn.functional.conv import conv2d
 from minicnn.functional.pool import (max_pool2d, avg_pool2d, adaptive_avg_pool2d,
                                      adaptive_max_pool2d, global_avg_pool2d)
+from minicnn.functional.resample import upsample_nearest2d, max_pool2d_same
 from minicnn.functional.norm import batch_norm, local_response_norm
 from minicnn.functional.dropout import dropout, dropout2d, drop_path

@@ -7,6 +7,7 @@ from minicnn.nn.layers import (Identity, Flatten, Linear, ReLU, ReLU6, LeakyReLU
 from minicnn.nn.conv import Conv2d, ZeroPad2d
 from minicnn.nn.pool import (MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d,
                              GlobalAvgPool2d)
+from minicnn.nn.resample import UpsamplingNearest2d, MaxPool2dSame
 from minicnn.nn.norm import BatchNorm1d, BatchNorm2d, LocalResponseNorm
 from minicnn.nn import init
 from minicnn.nn.fold import fold_batchnorm, find_foldable_pairs
