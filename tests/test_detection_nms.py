@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from minicnn.detection import (batched_nms, decode, encode, generate_anchors, nms,
-                               postprocess)
+from minicnn.detection import batched_nms, encode, generate_anchors, nms, postprocess
 from minicnn.detection.boxes import box_iou
 
 

@@ -139,7 +139,17 @@ def test_coco_json_training_and_clear_errors(tmp_path, offline_mnist):
     assert len(history) == 1 and history[0]["mAP"] is not None    # 1 of 10 images held out
     with pytest.raises(SystemExit, match="multiples of its stride 128"):
         run(COMMON + ["--input-size", "96"])
-    with pytest.raises(ValueError, match="unknown detection data 'pascal'"):
+    with pytest.raises(SystemExit, match="unknown detection data 'pascal'"):
         run(["--train", "pascal", "--save", str(tmp_path / "x.npz")])
     with pytest.raises(SystemExit, match="need a trained network"):
         run(["--evaluate"])
+
+
+def test_the_efficientdet_family_is_wired_to_the_command(capsys):
+    architectures = pytest.importorskip("architectures")
+    if "efficientdet_d0" not in architectures.available():
+        pytest.skip("the efficientdet family is not in this tree")
+    with pytest.raises(SystemExit) as done:
+        detection_train.family_main("efficientdet", ["--help"])
+    assert done.value.code == 0
+    assert "efficientdet_d0" in capsys.readouterr().out

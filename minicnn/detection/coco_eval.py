@@ -57,8 +57,10 @@ def _load(source, what):
 def _xywh_iou(detections, ground_truth, crowd):
     """(D, G) IoU of [x, y, w, h] boxes; for a crowd column, |d ∩ g| / |d|."""
     d, g = detections[:, None, :], ground_truth[None, :, :]
-    width = np.minimum(d[..., 0] + d[..., 2], g[..., 0] + g[..., 2]) - np.maximum(d[..., 0], g[..., 0])
-    height = np.minimum(d[..., 1] + d[..., 3], g[..., 1] + g[..., 3]) - np.maximum(d[..., 1], g[..., 1])
+    right = np.minimum(d[..., 0] + d[..., 2], g[..., 0] + g[..., 2])
+    bottom = np.minimum(d[..., 1] + d[..., 3], g[..., 1] + g[..., 3])
+    width = right - np.maximum(d[..., 0], g[..., 0])
+    height = bottom - np.maximum(d[..., 1], g[..., 1])
     intersection = np.clip(width, 0, None) * np.clip(height, 0, None)
     detection_area = d[..., 2] * d[..., 3]
     union = np.where(crowd[None, :], detection_area,

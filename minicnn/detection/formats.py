@@ -212,7 +212,8 @@ def read_voc_annotation(path):
     size = root.find("size")
     if size is None:
         raise ValueError(f"{where}: missing <size>")
-    width, height = int(float(_text(size, "width", where))), int(float(_text(size, "height", where)))
+    width = int(float(_text(size, "width", where)))
+    height = int(float(_text(size, "height", where)))
     objects = []
     for number, element in enumerate(root.findall("object"), 1):
         name = _text(element, "name", where)

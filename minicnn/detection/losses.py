@@ -75,7 +75,7 @@ class SigmoidFocalLoss(Function):
         z = sign * logits
         log_p_t = -(xp.log1p(xp.exp(-xp.abs(z))) + xp.maximum(-z, 0))     # log σ(z)
         p_t = xp.exp(log_p_t)
-        one_minus_p_t = 0.5 * (1 - xp.tanh(0.5 * z))                       # σ(−z), no cancellation
+        one_minus_p_t = 0.5 * (1 - xp.tanh(0.5 * z))              # σ(−z), no cancellation
         alpha_t = self.alpha * target + (1 - self.alpha) * (1 - target)
         modulating = one_minus_p_t ** self.gamma
         normaliser = foreground_normaliser(self.classes)
@@ -162,8 +162,8 @@ def flatten_level_outputs(level_maps, values_per_anchor):
     for level_map in level_maps:
         level_map = as_tensor(level_map)
         if level_map.ndim != 4 or level_map.shape[1] % values_per_anchor:
-            raise ValueError(f"flatten_level_outputs: expected maps (N, anchors·{values_per_anchor}"
-                             f", H, W), got {level_map.shape}")
+            raise ValueError(f"flatten_level_outputs: expected maps (N, anchors·"
+                             f"{values_per_anchor}, H, W), got {level_map.shape}")
         batch = level_map.shape[0]
         flattened.append(F.reshape(F.transpose(level_map, (0, 2, 3, 1)),
                                    (batch, -1, values_per_anchor)))

@@ -84,7 +84,8 @@ def make_canvas(rng, digit_images, digit_labels, canvas_size,
                 boxes.append(box)
                 labels.append(int(digit_labels[index]))
                 break
-    return canvas, np.array(boxes, dtype=np.float64).reshape(-1, 4), np.array(labels, dtype=np.int64)
+    boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+    return canvas, boxes, np.array(labels, dtype=np.int64)
 
 
 class MnistDetection(DetectionDataset):

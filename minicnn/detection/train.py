@@ -53,7 +53,8 @@ import time
 import numpy as np
 
 from minicnn.backend import to_device
-from minicnn.detection.anchors import check_image_size, generate_anchors
+from minicnn.detection.anchors import (ANCHOR_SCALE, MAX_LEVEL, MIN_LEVEL, check_image_size,
+                                       generate_anchors)
 from minicnn.detection.boxes import match_anchors
 from minicnn.detection.coco_eval import evaluate_coco
 from minicnn.detection.losses import detection_loss, flatten_level_outputs
@@ -126,7 +127,8 @@ class DetectionBatches:
         return -(-len(self.indices) // self.batch_size)
 
     def order(self, epoch):
-        return self.indices[np.random.default_rng((self.seed, epoch)).permutation(len(self.indices))]
+        shuffle = np.random.default_rng((self.seed, epoch))
+        return self.indices[shuffle.permutation(len(self.indices))]
 
     def images(self, indices):
         pixels, scales = zip(*(prepare_pixels(self.dataset.load_image(i), self.input_size)
@@ -159,6 +161,14 @@ def model_outputs(model, images):
         class_outputs = flatten_level_outputs(class_outputs, class_outputs[0].shape[1] // 9)
         box_outputs = flatten_level_outputs(box_outputs, 4)
     return class_outputs, box_outputs
+
+
+def anchor_settings(model):
+    """(min level, max level, anchor scale) of a network that has a ``config`` with those
+    fields (EfficientDet's: D7 uses anchor scale 5, D7x goes up to P8), else P3–P7 and 4."""
+    config = getattr(model, "config", None)
+    return (getattr(config, "min_level", MIN_LEVEL), getattr(config, "max_level", MAX_LEVEL),
+            getattr(config, "anchor_scale", ANCHOR_SCALE))
 
 
 def check_model(model, anchors, num_classes, in_channels, input_size, device):
@@ -327,7 +337,8 @@ def fit_detector(model, optimizer, schedule, train, test, test_indices, epochs, 
             batch, out_of_time = first, False
             try:
                 for images, classes, box_targets in train.batches(epoch, start=first):
-                    class_logits, box_deltas = model_outputs(model, Tensor(to_device(images, device)))
+                    x = Tensor(to_device(images, device))
+                    class_logits, box_deltas = model_outputs(model, x)
                     loss, class_loss, box_loss = detection_loss(class_logits, box_deltas,
                                                                 classes, box_targets)
                     optimizer.zero_grad()
@@ -548,28 +559,28 @@ def main(argv=None, *, build_model, variants, default_variant, program="detect",
             and train_spec != "mnist-detection" and published_size is not None:
         settings["input_size"] = published_size(variant)
     size = settings["input_size"]
-    try:
-        check_image_size(size)
-    except ValueError as error:
-        raise SystemExit(f"{program}: --input-size: {error}") from None
     device = settings["device"]
-    anchors = generate_anchors(size)
 
     if args.summary and state is None and not training:
+        # the network as published: COCO's 90 classes, RGB, its own input size
         from minicnn.summary import summary
-        in_channels = 1 if train_spec == "mnist-detection" else 3
-        model = build_model(variant, num_classes=10 if in_channels == 1 else 90,
-                            in_channels=in_channels)
-        log(summary(model, (in_channels, size, size), settings["batch_size"]))
+        if args.input_size is None and published_size is not None:
+            size = published_size(variant)
+        model = build_model(variant, num_classes=90, in_channels=3)
+        log(summary(model, (3, size, size), settings["batch_size"]))
         return None
 
     train = test = test_indices = None
     if training or args.evaluate or args.plot:
-        train, train_indices, test, test_indices = _data(train_spec, meta.get("test") or args.test,
-                                                         settings, args.data_dir)
+        try:   # bad data is the user's to fix: say what is wrong, no traceback
+            train, train_indices, test, test_indices = _data(
+                train_spec, meta.get("test") or args.test, settings, args.data_dir)
+        except ValueError as error:
+            raise SystemExit(f"{program}: {error}") from None
         classes, category_ids, in_channels = train.classes, train.category_ids, train.channels
     else:
-        classes, category_ids, in_channels = meta["classes"], meta["category_ids"], meta["in_channels"]
+        classes, category_ids = meta["classes"], meta["category_ids"]
+        in_channels = meta["in_channels"]
     from minicnn.nn.init import manual_seed
     manual_seed(settings["seed"])
     model = build_model(variant, num_classes=len(classes), in_channels=in_channels)
@@ -581,6 +592,12 @@ def main(argv=None, *, build_model, variants, default_variant, program="detect",
                 "settings": settings}
     if state is not None:
         model.load_state_dict(state["model"])
+    min_level, max_level, anchor_scale = anchor_settings(model)
+    try:
+        check_image_size(size, max_level)
+    except ValueError as error:
+        raise SystemExit(f"{program}: --input-size: {error}") from None
+    anchors = generate_anchors(size, min_level, max_level, anchor_scale)
 
     checkpoint = args.save or args.resume or os.path.join(
         "checkpoints", f"{variant}-{_dataset_tag(train_spec)}.npz")
@@ -625,3 +642,24 @@ def main(argv=None, *, build_model, variants, default_variant, program="detect",
     if args.predict:
         _predict(model, args.predict, metadata, anchors, settings, device, log)
     return history
+
+
+def family_main(family="efficientdet", argv=None):
+    """``python -m architectures.<family>`` for a detector family of the architectures
+    registry: its variants, its published input sizes, ``architectures.create``."""
+    import importlib
+    import architectures
+    variants = architectures.available(family)
+    module = importlib.import_module(f"architectures.{family}")
+    default = getattr(module, "CLI_DEFAULTS", {}).get("variant", variants[0])
+
+    def build_model(variant, num_classes, in_channels):
+        return architectures.create(variant, num_classes=num_classes, in_channels=in_channels)
+
+    return main(argv, build_model=build_model, variants=variants, default_variant=default,
+                program=f"python -m architectures.{family}",
+                published_size=lambda variant: architectures.entry(variant).input_size)
+
+
+if __name__ == "__main__":
+    family_main()
