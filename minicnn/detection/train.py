@@ -530,117 +530,154 @@ def _predict(model, paths, meta, anchors, settings, device, log):
         log(f"  boxes drawn in {written}")
 
 
-def main(argv=None, *, build_model, variants, default_variant, program="detect",
-         published_size=None, log=print):
-    """The command (see module doc). ``build_model(variant, num_classes, in_channels)`` makes
-    the network; ``published_size(variant)`` its published input side (for user data)."""
-    from minicnn.train import load_training_checkpoint, make_optimizer, make_schedule
-    args = build_parser(program, variants, default_variant).parse_args(argv)
-    state = load_training_checkpoint(args.resume) if args.resume else None
+def _train(args, model, run, state, settings, log):
+    """Train (or continue) the run; returns its history. Ctrl-C ends the command (code 130)
+    once the checkpoint is saved."""
+    from minicnn.train import make_optimizer, make_schedule
+    size, device = settings["input_size"], settings["device"]
+    check_model(model, run["anchors"], len(run["classes"]), run["in_channels"], size, device)
+    batches = DetectionBatches(run["train"], run["train_indices"], size, settings["batch_size"],
+                               run["anchors"], settings["seed"])
+    optimizer = make_optimizer(settings["optimizer"], model.parameters(), settings["lr"],
+                               settings["momentum"], settings["weight_decay"])
+    schedule = make_schedule(settings["schedule"], optimizer, settings["epochs"], len(batches))
+    log(f"{run['metadata']['variant']} on {run['metadata']['train']}: "
+        f"{len(run['train_indices'])} training and {len(run['test_indices'])} test images, "
+        f"{len(run['classes'])} classes, input {size}×{size}, {len(run['anchors'])} anchors")
+    log("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    log(f"checkpoint: {run['checkpoint']}")
+    started = time.perf_counter()
+    try:
+        history = fit_detector(
+            model, optimizer, schedule, batches, _test_batches(run, settings),
+            run["test_indices"], settings["epochs"], device=device,
+            checkpoint=run["checkpoint"], metadata=run["metadata"], resume_state=state,
+            clip_norm=settings["clip_norm"], score_threshold=settings["score_threshold"],
+            eval_every=settings["eval_every"],
+            max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+            progress=not args.no_progress, log=log)
+    except TrainingStopped as stopped:
+        log(str(stopped))
+        raise SystemExit(130) from None
+    log(f"trained in {time.perf_counter() - started:.0f} s wall time")
+    return history
+
+
+def _test_batches(run, settings):
+    return DetectionBatches(run["test"], run["test_indices"], settings["input_size"],
+                            settings["batch_size"], run["anchors"])
+
+
+def _evaluate(model, run, settings, log):
+    """Print COCO mAP on the test images, from the JSON files written beside the checkpoint."""
+    figures = evaluate_detector(model, _test_batches(run, settings), run["test_indices"],
+                                settings["score_threshold"], settings["device"],
+                                out_dir=os.path.dirname(os.path.abspath(run["checkpoint"])))
+    log(f"COCO mAP on {len(run['test_indices'])} test images: mAP {figures['mAP']:.4f}  "
+        f"mAP50 {figures['mAP50']:.4f}  mAP75 {figures['mAP75']:.4f}  small "
+        f"{figures['mAP_small']:.4f}  medium {figures['mAP_medium']:.4f}  large "
+        f"{figures['mAP_large']:.4f}")
+    log(f"ground truth: {figures['ground_truth']}\ndetections: {figures['detections']}")
+
+
+def _open_run(args, state, settings, needs_data, program):
+    """What the tasks share: the data (when a task needs it), the classes, the
+    checkpoint path and the metadata a checkpoint carries."""
     meta = state["meta"] if state else {}
-    # --resume alone continues the run; with another task it only provides the network
-    training = bool(args.train) or (state is not None and not (
-        args.evaluate or args.predict or args.summary or args.plot))
+    train_spec = meta.get("train") or args.train or "mnist-detection"
+    test_spec = meta.get("test") or args.test
+    run = {"train": None, "test": None, "train_indices": None, "test_indices": None}
+    if needs_data:
+        try:   # bad data is the user's to fix: say what is wrong, no traceback
+            run["train"], run["train_indices"], run["test"], run["test_indices"] = _data(
+                train_spec, test_spec, settings, args.data_dir)
+        except ValueError as error:
+            raise SystemExit(f"{program}: {error}") from None
+        run.update(classes=run["train"].classes, category_ids=run["train"].category_ids,
+                   in_channels=run["train"].channels)
+    else:
+        run.update(classes=meta["classes"], category_ids=meta["category_ids"],
+                   in_channels=meta["in_channels"])
+    variant = meta.get("variant", args.variant)
+    run["checkpoint"] = args.save or args.resume or os.path.join(
+        "checkpoints", f"{variant}-{_dataset_tag(train_spec)}.npz")
+    run["metadata"] = {"task": "detection", "variant": variant, "train": train_spec,
+                       "test": test_spec, "classes": list(run["classes"]),
+                       "category_ids": list(run["category_ids"]),
+                       "in_channels": run["in_channels"], "settings": settings}
+    return run
+
+
+def _check_request(args, state, training, program):
+    meta = state["meta"] if state else {}
     if not (training or args.evaluate or args.predict or args.summary or args.plot):
         raise SystemExit(f"{program}: say what to do: --train DATA, --resume CHECKPOINT, "
                          f"--evaluate, --predict IMAGE, --plot DIR or --summary (see --help)")
-    if args.train and meta.get("train") not in (None, args.train):
-        raise SystemExit(f"{program}: {args.resume} was trained on {meta['train']}, not "
-                         f"{args.train}; leave out --train to continue it")
     if (args.evaluate or args.predict) and state is None:
         raise SystemExit(f"{program}: --evaluate and --predict need a trained network: "
                          f"--resume CHECKPOINT")
     if state is not None and meta.get("task") != "detection":
         raise SystemExit(f"{program}: {args.resume} is not a detection checkpoint")
+    if args.train and meta.get("train") not in (None, args.train):
+        raise SystemExit(f"{program}: {args.resume} was trained on {meta['train']}, not "
+                         f"{args.train}; leave out --train to continue it")
+
+
+def main(argv=None, *, build_model, variants, default_variant, program="detect",
+         published_size=None, log=print):
+    """The command (see module doc). ``build_model(variant, num_classes, in_channels)`` makes
+    the network; ``published_size(variant)`` its published input side (for user data)."""
+    from minicnn.nn.init import manual_seed
+    from minicnn.train import load_training_checkpoint
+    args = build_parser(program, variants, default_variant).parse_args(argv)
+    state = load_training_checkpoint(args.resume) if args.resume else None
+    # --resume alone continues the run; with another task it only provides the network
+    training = bool(args.train) or (state is not None and not (
+        args.evaluate or args.predict or args.summary or args.plot))
+    _check_request(args, state, training, program)
+    meta = state["meta"] if state else {}
     variant = meta.get("variant", args.variant)
     settings = _settings(args, meta.get("settings"))
-    train_spec = meta.get("train") or args.train or "mnist-detection"
     if args.input_size is None and "input_size" not in meta.get("settings", {}) \
-            and train_spec != "mnist-detection" and published_size is not None:
-        settings["input_size"] = published_size(variant)
-    size = settings["input_size"]
-    device = settings["device"]
+            and (meta.get("train") or args.train) not in (None, "mnist-detection") \
+            and published_size is not None:
+        settings["input_size"] = published_size(variant)     # a user's data: as published
 
     if args.summary and state is None and not training:
         # the network as published: COCO's 90 classes, RGB, its own input size
         from minicnn.summary import summary
+        size = settings["input_size"]
         if args.input_size is None and published_size is not None:
             size = published_size(variant)
         model = build_model(variant, num_classes=90, in_channels=3)
         log(summary(model, (3, size, size), settings["batch_size"]))
         return None
 
-    train = test = test_indices = None
-    if training or args.evaluate or args.plot:
-        try:   # bad data is the user's to fix: say what is wrong, no traceback
-            train, train_indices, test, test_indices = _data(
-                train_spec, meta.get("test") or args.test, settings, args.data_dir)
-        except ValueError as error:
-            raise SystemExit(f"{program}: {error}") from None
-        classes, category_ids, in_channels = train.classes, train.category_ids, train.channels
-    else:
-        classes, category_ids = meta["classes"], meta["category_ids"]
-        in_channels = meta["in_channels"]
-    from minicnn.nn.init import manual_seed
+    run = _open_run(args, state, settings, training or args.evaluate or args.plot, program)
     manual_seed(settings["seed"])
-    model = build_model(variant, num_classes=len(classes), in_channels=in_channels)
-    if device == "gpu":
+    model = build_model(variant, num_classes=len(run["classes"]), in_channels=run["in_channels"])
+    if settings["device"] == "gpu":
         model.to("gpu")
-    metadata = {"task": "detection", "variant": variant, "train": train_spec,
-                "test": meta.get("test") or args.test, "classes": list(classes),
-                "category_ids": list(category_ids), "in_channels": in_channels,
-                "settings": settings}
     if state is not None:
         model.load_state_dict(state["model"])
     min_level, max_level, anchor_scale = anchor_settings(model)
     try:
-        check_image_size(size, max_level)
+        check_image_size(settings["input_size"], max_level)
     except ValueError as error:
         raise SystemExit(f"{program}: --input-size: {error}") from None
-    anchors = generate_anchors(size, min_level, max_level, anchor_scale)
+    run["anchors"] = generate_anchors(settings["input_size"], min_level, max_level, anchor_scale)
 
-    checkpoint = args.save or args.resume or os.path.join(
-        "checkpoints", f"{variant}-{_dataset_tag(train_spec)}.npz")
     history = (state or {}).get("progress", {}).get("history", [])
     if training:
-        check_model(model, anchors, len(classes), in_channels, size, device)
-        batches = DetectionBatches(train, train_indices, size, settings["batch_size"], anchors,
-                                   settings["seed"])
-        test_batches = DetectionBatches(test, test_indices, size, settings["batch_size"], anchors)
-        optimizer = make_optimizer(settings["optimizer"], model.parameters(), settings["lr"],
-                                   settings["momentum"], settings["weight_decay"])
-        schedule = make_schedule(settings["schedule"], optimizer, settings["epochs"], len(batches))
-        log(f"{variant} on {train_spec}: {len(train_indices)} training and {len(test_indices)} "
-            f"test images, {len(classes)} classes, input {size}×{size}, {len(anchors)} anchors")
-        log("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()))
-        log(f"checkpoint: {checkpoint}")
-        started = time.perf_counter()
-        try:
-            history = fit_detector(
-                model, optimizer, schedule, batches, test_batches, test_indices,
-                settings["epochs"], device=device, checkpoint=checkpoint, metadata=metadata,
-                resume_state=state, clip_norm=settings["clip_norm"],
-                score_threshold=settings["score_threshold"], eval_every=settings["eval_every"],
-                max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
-                progress=not args.no_progress, log=log)
-        except TrainingStopped as stopped:
-            log(str(stopped))
-            raise SystemExit(130) from None
-        log(f"trained in {time.perf_counter() - started:.0f} s wall time")
+        history = _train(args, model, run, state, settings, log)
     if args.evaluate:
-        test_batches = DetectionBatches(test, test_indices, size, settings["batch_size"], anchors)
-        figures = evaluate_detector(model, test_batches, test_indices, settings["score_threshold"],
-                                    device, out_dir=os.path.dirname(os.path.abspath(checkpoint)))
-        log(f"COCO mAP on {len(test_indices)} test images: mAP {figures['mAP']:.4f}  "
-            f"mAP50 {figures['mAP50']:.4f}  mAP75 {figures['mAP75']:.4f}  small "
-            f"{figures['mAP_small']:.4f}  medium {figures['mAP_medium']:.4f}  large "
-            f"{figures['mAP_large']:.4f}")
-        log(f"ground truth: {figures['ground_truth']}\ndetections: {figures['detections']}")
+        _evaluate(model, run, settings, log)
     if args.plot:
-        plot_batches = DetectionBatches(test, test_indices, size, settings["batch_size"], anchors)
-        _write_plots(args.plot, model, history, plot_batches, test_indices, settings, device, log)
+        _write_plots(args.plot, model, history, _test_batches(run, settings),
+                     run["test_indices"], settings, settings["device"], log)
     if args.predict:
-        _predict(model, args.predict, metadata, anchors, settings, device, log)
+        _predict(model, args.predict, run["metadata"], run["anchors"], settings,
+                 settings["device"], log)
     return history
 
 
