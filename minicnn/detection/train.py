@@ -22,8 +22,9 @@ One training step::
 
 The duties of minicnn's command line, as ``minicnn.train`` does them for classifiers:
 
-* progress: a tqdm bar per epoch (running losses, images/s) on stderr; one summary line
-  per epoch on stdout with the test mAP figures;
+* progress: a tqdm bar per epoch (running loss, images/s) on stderr, or, with
+  ``--no-progress`` (a log file), a line every tenth of an epoch; one summary line per
+  epoch on stdout with the test mAP figures;
 * checkpoints (``--save``, default ``checkpoints/VARIANT-DATASET.npz``): written atomically
   after every epoch with the weights, optimizer, schedule, epoch and batch reached, the
   history and the random state; the history also goes beside it as CSV and JSON;
@@ -363,11 +364,13 @@ def fit_detector(model, optimizer, schedule, train, test, test_indices, epochs, 
                     batch += 1
                     running["time_s"] = before + time.perf_counter() - began
                     spent = spent_before + time.perf_counter() - began
+                    status = (f"loss {running['loss'] / running['seen']:.4f} "
+                              f"{running['seen'] / running['time_s']:.1f} img/s")
                     if bar is not None:
-                        bar.set_postfix_str(f"loss {running['loss'] / running['seen']:.4f} "
-                                            f"{running['seen'] / running['time_s']:.1f} img/s",
-                                            refresh=False)
+                        bar.set_postfix_str(status, refresh=False)
                         bar.update(1)
+                    elif batch % max(1, steps // 10) == 0:   # a log file gets ten lines
+                        log(f"  epoch {epoch + 1} batch {batch}/{steps}  {status}")
                     out_of_time = max_seconds is not None and spent >= max_seconds
                     if stop.requested or out_of_time:
                         break
