@@ -11,6 +11,7 @@ from minicnn import nn
 from minicnn.detection import evaluate_coco
 from minicnn.detection import train as detection_train
 from minicnn.optim import load_checkpoint
+from minicnn.tensor import is_grad_enabled
 
 pytest.importorskip("PIL")
 pytest.importorskip("matplotlib")
@@ -33,7 +34,7 @@ class TinyDetector(nn.Module):
         self.calls = 0
 
     def forward(self, x):
-        if self.training:
+        if is_grad_enabled():                   # a training step (not evaluation, not BN refresh)
             self.calls += 1
             if self.calls == self.interrupt_after_calls:
                 os.kill(os.getpid(), signal.SIGINT)
@@ -153,3 +154,33 @@ def test_the_efficientdet_family_is_wired_to_the_command(capsys):
         detection_train.family_main("efficientdet", ["--help"])
     assert done.value.code == 0
     assert "efficientdet_d0" in capsys.readouterr().out
+
+
+def test_batch_norm_recalibration_averages_the_batch_statistics():
+    """After recalibration the running mean is the mean of the batches' means, whatever
+    the layer's (slow) momentum, and the momentum is put back."""
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.BatchNorm2d(1, momentum=0.01)
+
+        def forward(self, x):
+            self.norm(x)
+            return x.reshape(len(x), -1, 1), x.reshape(len(x), -1, 4)
+
+    class Images:
+        """Three batches of two constant images: 1 and 2, 3 and 4, 5 and 6."""
+        batch_size = 2
+
+        def order(self, epoch):
+            return np.arange(6)
+
+        def images(self, indices):
+            return np.stack([np.full((1, 4, 4), i + 1.0, np.float32) for i in indices]), None
+
+    model = Probe()
+    detection_train.recalibrate_batch_norm(model, Images(), 0, count=3)
+    assert model.norm.running_mean.item() == pytest.approx(3.5)    # mean of 1.5, 3.5, 5.5
+    # each batch: variance 0.25 over 2·16 values, unbiased ×32/31 as PyTorch keeps it
+    assert model.norm.running_var.item() == pytest.approx(0.25 * 32 / 31)
+    assert model.norm.momentum == 0.01

@@ -65,7 +65,8 @@ from minicnn.tensor import Tensor, no_grad
 DEFAULTS = {"input_size": 128, "epochs": 12, "batch_size": 16, "lr": 2e-3,
             "optimizer": "adamw", "momentum": 0.9, "weight_decay": 1e-4,
             "schedule": "warmup:0.3+cosine", "seed": 0, "train_count": 6000, "test_count": 500,
-            "clip_norm": 10.0, "score_threshold": 0.05, "device": "cpu", "eval_every": 1}
+            "clip_norm": 10.0, "score_threshold": 0.05, "device": "cpu", "eval_every": 1,
+            "bn_batches": 10}
 
 
 class TrainingStopped(Exception):
@@ -258,6 +259,45 @@ def evaluate_detector(model, batches, indices, score_threshold, device, out_dir=
 
 # ----------------------------------------------------------------------------- training
 
+def recalibrate_batch_norm(model, batches, epoch, count):
+    """Set every batch norm's running statistics to the average of its batch statistics
+    over the first ``count`` training batches of ``epoch`` (the weights stay as they are).
+
+    Why: EfficientDet's batch norms use momentum 0.01 (TensorFlow's decay 0.99), so their
+    running averages remember about the last 100 steps — of weights that have changed
+    since. After a short run they describe an older network, and in eval mode the
+    detector then scores everything near its initial prior (nothing passes the score
+    threshold). Forward passes with momentum 1/k on the k-th batch make the running
+    values the plain mean over the batches, of the current weights ("precise BN").
+    """
+    norms = [m for m in model.modules()      # every layer that keeps running statistics
+             if getattr(m, "track_running_stats", False) and hasattr(m, "momentum")]
+    if not norms or count <= 0:
+        return
+    momenta = [m.momentum for m in norms]
+    order = batches.order(epoch)
+    was_training = model.training
+    model.train()
+    try:
+        with no_grad():
+            for k, first in enumerate(range(0, min(count * batches.batch_size, len(order)),
+                                             batches.batch_size), 1):
+                for norm in norms:
+                    norm.momentum = 1.0 / k
+                images, _ = batches.images(order[first:first + batches.batch_size])
+                model_outputs(model, Tensor(to_device(images, _model_device(model))))
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        model.train(was_training)
+
+
+def _model_device(model):
+    for parameter in model.parameters():
+        return parameter.device
+    return "cpu"
+
+
 class _StopRequest:
     """While active, the first Ctrl-C only raises a flag, so the loop stops at a batch
     boundary where the state is consistent; a second one interrupts at once."""
@@ -296,12 +336,14 @@ def _summary_line(record, epochs):
 def fit_detector(model, optimizer, schedule, train, test, test_indices, epochs, *, device="cpu",
                  checkpoint=None, metadata=None, resume_state=None, clip_norm=10.0,
                  score_threshold=0.05, eval_every=1, max_seconds=None, progress=True,
-                 log=print):
+                 bn_batches=10, log=print):
     """Train for ``epochs`` (see module doc); returns the history (one dict per epoch).
 
     Raises ``TrainingStopped`` after Ctrl-C, once the checkpoint is saved. When
     ``max_seconds`` of training time are spent, the epoch ends there, is evaluated and
-    saved, and training stops.
+    saved, and training stops. At the end of every epoch, before evaluating and saving,
+    the batch-norm statistics are recomputed over ``bn_batches`` training batches
+    (``recalibrate_batch_norm``).
     """
     from minicnn.optim import clip_grad_norm_
     from minicnn.train import restore, save_training_checkpoint, write_history
@@ -389,6 +431,7 @@ def fit_detector(model, optimizer, schedule, train, test, test_indices, epochs, 
                       "images_per_s": running["seen"] / max(running["time_s"], 1e-9),
                       "mAP": None, "mAP50": None, "mAP75": None}
             last = epoch + 1 == epochs or out_of_time
+            recalibrate_batch_norm(model, train, epoch, bn_batches)
             if test is not None and ((epoch + 1) % eval_every == 0 or last):
                 figures = evaluate_detector(model, test, test_indices, score_threshold, device)
                 record.update(mAP=figures["mAP"], mAP50=figures["mAP50"], mAP75=figures["mAP75"])
@@ -452,6 +495,8 @@ def build_parser(program, variants, default_variant):
             ("--train-count", int, "mnist-detection: training canvases"),
             ("--test-count", int, "mnist-detection: test canvases"),
             ("--eval-every", int, "evaluate mAP every N epochs (and after the last)"),
+            ("--bn-batches", int, "at each epoch's end, recompute batch-norm statistics "
+                                  "over N training batches (0: keep the running ones)"),
             ("--score-threshold", float, "detections below this score are dropped")):
         recipe.add_argument(flag, type=kind, help=f"{text} (default: "
                             f"{d[flag[2:].replace('-', '_')]})")
@@ -556,7 +601,7 @@ def _train(args, model, run, state, settings, log):
             run["test_indices"], settings["epochs"], device=device,
             checkpoint=run["checkpoint"], metadata=run["metadata"], resume_state=state,
             clip_norm=settings["clip_norm"], score_threshold=settings["score_threshold"],
-            eval_every=settings["eval_every"],
+            eval_every=settings["eval_every"], bn_batches=settings["bn_batches"],
             max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
             progress=not args.no_progress, log=log)
     except TrainingStopped as stopped:
