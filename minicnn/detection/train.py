@@ -32,6 +32,8 @@ The duties of minicnn's command line, as ``minicnn.train`` does them for classif
   (seed, epoch), so the batches are the ones the uninterrupted run would have seen;
 * Ctrl-C stops after the current batch and saves (a second Ctrl-C quits at once);
   ``--max-minutes`` does the same when the training time is spent, then evaluates;
+* at each epoch's end the batch-norm statistics are recomputed over ``--bn-batches``
+  training batches (``recalibrate_batch_norm`` says why), then the test mAP is measured;
 * ``--evaluate`` writes ``ground_truth.json`` and ``detections.json`` (COCO format) beside
   the checkpoint and prints the mAP figures computed from exactly those files;
 * ``--plot DIR``: loss and mAP curves and test images with predicted boxes;
