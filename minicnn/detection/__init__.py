@@ -17,3 +17,5 @@ from minicnn.detection.losses import (focal_loss, box_loss, detection_loss,
                                       flatten_level_outputs)
 from minicnn.detection.nms import nms, batched_nms, postprocess
 from minicnn.detection.coco_eval import evaluate_coco
+from minicnn.detection.formats import DetectionDataset, read_coco_json, read_voc
+from minicnn.detection.mnist_detection import mnist_detection, write_coco
