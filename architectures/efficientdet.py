@@ -68,6 +68,7 @@ import numpy as np
 from minicnn import functional as F, nn
 from architectures import register
 from architectures.efficientnet import COEFFICIENTS, build_efficientnet
+from minicnn.detection.losses import flatten_level_outputs
 
 # ----------------------------------------------------------------------------- the tables
 Config = namedtuple("Config", "input_size backbone bifpn_width bifpn_depth head_depth "
@@ -442,24 +443,6 @@ class EfficientDet(nn.Module):
 
 
 # ----------------------------------------------------------------------------- outputs
-def flatten_level_outputs(outputs, values_per_anchor):
-    """Per-level (N, A·K, H_l, W_l) maps -> one (N, Σ_l H_l·W_l·A, K) tensor.
-
-    Anchor order: level-major, then y, then x, then the anchor a of that location (the
-    channel index a·K + k puts the K values of one anchor together).
-    """
-    flat = []
-    for output in outputs:
-        n, channels, height, width = output.shape
-        if channels % values_per_anchor:
-            raise ValueError(f"flatten_level_outputs: {channels} channels is not a multiple "
-                             f"of {values_per_anchor} values per anchor")
-        anchors = channels // values_per_anchor
-        flat.append(F.reshape(F.transpose(output, (0, 2, 3, 1)),
-                              (n, height * width * anchors, values_per_anchor)))
-    return flat[0] if len(flat) == 1 else F.concat(flat, axis=1)
-
-
 def flatten_predictions(class_outputs, box_outputs, num_classes):
     """``model(x)`` -> (class logits (N, anchors, K), box offsets (N, anchors, 4)), anchors
     level-major, then y, x, then anchor (octave scale-major, then aspect ratio)."""
@@ -516,6 +499,6 @@ efficientdet_d7x = _variant("d7x")
 
 CLI_DEFAULTS = {"variant": "efficientdet_d0"}
 
-if __name__ == "__main__":
-    from minicnn.cli import main
-    main()
+if __name__ == "__main__":   # a detector: the detection command, not the classifiers'
+    from minicnn.detection.train import family_main
+    family_main("efficientdet")

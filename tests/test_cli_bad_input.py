@@ -13,7 +13,8 @@ import pytest
 import architectures
 from minicnn import cli
 
-FAMILIES = architectures.FAMILIES
+# the classifier families (efficientdet runs the detection command: tests/test_detection_train.py)
+FAMILIES = tuple(f for f in architectures.FAMILIES if f != "efficientdet")
 
 NOT_A_NUMBER = ["abc", "", "nan", "NaN", "inf", "-inf", "1e999"]
 WHOLE = NOT_A_NUMBER + ["2.5", "1e3", "0x10"]
@@ -157,7 +158,7 @@ def test_every_bad_value_is_one_clear_line(family, places, tmp_path, monkeypatch
 
 
 def test_the_table_is_as_large_as_reported():
-    assert (len(CASES), len(FAMILIES)) == (207, 22)          # 4,554 command lines
+    assert (len(CASES), len(FAMILIES)) == (207, 21)          # 4,347 command lines
 
 
 @pytest.mark.parametrize("family", FAMILIES)

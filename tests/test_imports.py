@@ -106,7 +106,7 @@ def test_no_import_cycles_inside_minicnn():
 # Programs built on top of the zoo, not part of the engine: the command line every
 # architecture module runs (``python -m architectures.lenet5`` calls minicnn.cli, which
 # looks the family up) and the demos.
-PROGRAMS = ("minicnn.cli", "minicnn.demos")
+PROGRAMS = ("minicnn.cli", "minicnn.detection.train", "minicnn.demos")
 
 
 def test_the_engine_never_imports_the_architectures():
