@@ -340,7 +340,8 @@ def build_parser(family, defaults, variants):
         choices=("cpu", "gpu"))
     add(where, "--data-dir", "folder holding (and caching) datasets", metavar="DIR")
     add(where, "--save", "checkpoint written after every epoch (default: "
-        "checkpoints/VARIANT-DATASET.npz, or -2, -3, ... when taken; metrics go beside it)",
+        "checkpoints/VARIANT-DATASET.npz, or -2, -3, ... when taken; metrics go beside it); "
+        "a path ending in .safetensors writes the same checkpoint as safetensors",
         metavar="PATH")
     add(where, "--overwrite", "let --save (or the default name, or --plot's files) replace "
         "another run's files", action="store_true")

@@ -91,3 +91,22 @@ def test_export_onnx_after_training_and_from_the_checkpoint(pictures, tmp_path, 
         got = session.run(None, {session.get_inputs()[0].name: x})[0]
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     assert os.path.getsize(trained_onnx) == os.path.getsize(again_onnx)
+
+
+def test_a_run_saved_as_safetensors_resumes_exactly_as_one_saved_as_npz(pictures, tmp_path):
+    """--save x.safetensors holds the whole training checkpoint (weights, optimizer,
+    schedule, progress, generators): both containers continue to the same weights."""
+    from safetensors.numpy import load_file
+    from minicnn.train import load_training_checkpoint
+    runs = {}
+    for name in ("run.npz", "run.safetensors"):     # own folders: the metrics share a stem
+        save = tmp_path / name.split(".")[1] / name
+        assert run(quick(pictures, save)) == 0
+        assert run(["--resume", save, "--epochs", 2]) == 0
+        runs[name] = load_training_checkpoint(str(save))
+    npz, safetensors = runs["run.npz"], runs["run.safetensors"]
+    assert npz["progress"]["epoch"] == safetensors["progress"]["epoch"] == 2
+    for key, value in npz["model"].items():
+        np.testing.assert_array_equal(safetensors["model"][key], value)
+    readable = load_file(str(tmp_path / "safetensors" / "run.safetensors"))   # any reader
+    assert any(key.startswith("model/") for key in readable)

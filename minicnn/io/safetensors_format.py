@@ -27,11 +27,11 @@ the same name; BF16, which NumPy lacks, widens exactly to float32 on reading.
 """
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from minicnn.backend import to_device
+from minicnn.files import atomic_write
 from minicnn.io.errors import FormatError
 from minicnn.tensor import Tensor
 
@@ -207,8 +207,8 @@ def save_safetensors(tensors, path, metadata=None):
         offset += len(data)
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)       # the data buffer starts 8-byte aligned
-    _write_atomically(path, [len(text).to_bytes(HEADER_LENGTH_BYTES, "little"), text,
-                             *chunks])
+    chunks = [len(text).to_bytes(HEADER_LENGTH_BYTES, "little"), text, *chunks]
+    atomic_write(path, lambda file: [file.write(chunk) for chunk in chunks])
 
 
 def _as_numpy(name, value):
@@ -225,25 +225,3 @@ def _as_numpy(name, value):
         raise TypeError(f"save_safetensors: {name!r} has dtype {array.dtype}; safetensors "
                         f"stores {', '.join(str(d) for d in NAMES_BY_DTYPE)}")
     return array
-
-
-def _write_atomically(path, chunks):
-    """Temporary file in the same directory, flushed, then renamed over ``path``: a crash
-    leaves the old file or the new one, never half of one."""
-    directory = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.",
-                                             suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            for chunk in chunks:
-                file.write(chunk)
-            file.flush()
-            os.fsync(file.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)   # mkstemp makes it private (0600)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise

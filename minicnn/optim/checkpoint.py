@@ -16,6 +16,13 @@ So ``numpy.load`` shows readable names, nothing is pickled (loading never runs c
 ``load_checkpoint`` rebuilds the same dicts and lists (tuples come back as lists). Dict
 keys must be strings without ``/``.
 
+Two containers
+--------------
+A path ending in ``.safetensors`` holds the same checkpoint as a safetensors file: the
+arrays under the same names, the JSON header as the file's ``__metadata__`` entry
+``__minicnn_checkpoint__``. Any safetensors reader sees the weights; ``load_checkpoint``
+rebuilds everything. Any other path is an ``.npz``.
+
 Atomic writes
 -------------
 The file is written under a temporary name in the same directory, flushed to disk, and
@@ -25,6 +32,7 @@ the temporary file is removed when the write fails, and one left by a killed pro
 (``.NAME.PID-RANDOM.tmp``) is removed by the next training run.
 """
 import json
+import os
 import zipfile
 
 import numpy as np
@@ -92,8 +100,15 @@ def save_checkpoint(path, **sections):
                              f"got {name!r}")
         tree[name] = _pack(value, name, arrays)
     header = json.dumps({"format": FORMAT, "version": VERSION, "tree": tree})
-
+    if _is_safetensors(path):
+        from minicnn.io import save_safetensors
+        save_safetensors(arrays, path, metadata={HEADER: header})
+        return
     atomic_write(path, lambda file: _write_npz(file, {HEADER: np.array(header), **arrays}))
+
+
+def _is_safetensors(path):
+    return str(path).lower().endswith(".safetensors")
 
 
 def _write_npz(file, entries):
@@ -110,6 +125,34 @@ def load_checkpoint(path):
     Arrays come back as NumPy arrays. A truncated, corrupt or foreign file raises
     ``ValueError`` saying which; a missing file raises ``FileNotFoundError``.
     """
+    if _is_safetensors(path):
+        header, arrays = _read_safetensors_checkpoint(path)
+    else:
+        header, arrays = _read_npz_checkpoint(path)
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(f"load_checkpoint: {path} has an unrecognised header")
+    if header.get("version") != VERSION:
+        raise ValueError(f"load_checkpoint: {path} is checkpoint format version "
+                         f"{header.get('version')}; this minicnn reads version {VERSION}")
+    return _unpack(header["tree"], arrays)
+
+
+def _read_safetensors_checkpoint(path):
+    from minicnn.io import load_safetensors, read_safetensors_metadata
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"load_checkpoint: {path} does not exist")
+    metadata = read_safetensors_metadata(path)      # FormatError (a ValueError) if damaged
+    if HEADER not in metadata:
+        raise ValueError(f"load_checkpoint: {path} is a safetensors file but not a minicnn "
+                         f"checkpoint (its metadata has no {HEADER!r})")
+    try:
+        header = json.loads(metadata[HEADER])
+    except ValueError:
+        raise ValueError(f"load_checkpoint: {path} has a damaged checkpoint header") from None
+    return header, load_safetensors(path)
+
+
+def _read_npz_checkpoint(path):
     try:
         loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -130,9 +173,4 @@ def load_checkpoint(path):
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
             raise ValueError(f"load_checkpoint: {path} is truncated or corrupt "
                              f"({type(error).__name__}: {error})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ValueError(f"load_checkpoint: {path} has an unrecognised header")
-    if header.get("version") != VERSION:
-        raise ValueError(f"load_checkpoint: {path} is checkpoint format version "
-                         f"{header.get('version')}; this minicnn reads version {VERSION}")
-    return _unpack(header["tree"], arrays)
+    return header, arrays
