@@ -39,7 +39,8 @@ TRACE_BATCH = 2          # batch used for the traced pass: 1 would hide batch-si
 LOWEST_OPSET = 14        # HardSwish, and Reshape/Clip/Pad/ReduceSum with their inputs
 
 
-def _onnx():
+def onnx_package():
+    """The ``onnx`` module, or an ImportError saying how to install it."""
     try:
         import onnx
     except ImportError:
@@ -58,7 +59,7 @@ class GraphWriter:
     """Collects nodes and initializers and keeps the tensor → ONNX-name table."""
 
     def __init__(self, model, opset):
-        self.onnx = _onnx()
+        self.onnx = onnx_package()
         self.opset = opset
         self.nodes, self.initializers = [], {}
         self.names = {}                 # id(Tensor) -> ONNX name
@@ -602,7 +603,7 @@ def _check_input_shape(input_shape):
 
 
 def _check_opset(opset):
-    onnx = _onnx()
+    onnx = onnx_package()
     newest = onnx.defs.onnx_opset_version()
     if not isinstance(opset, int) or not LOWEST_OPSET <= opset <= newest:
         raise ValueError(f"minicnn.onnx.export: opset must be an int from {LOWEST_OPSET} to "
@@ -621,7 +622,7 @@ def to_onnx(model, input_shape, opset=17):
                         f"{type(model).__name__}")
     input_shape = _check_input_shape(input_shape)
     _check_opset(opset)
-    onnx = _onnx()
+    onnx = onnx_package()
     writer = GraphWriter(model, opset)
     dtype = _parameter_dtype(model)
     sample = np.random.default_rng(0).standard_normal((TRACE_BATCH,) + input_shape)
@@ -659,7 +660,7 @@ def export(model, path, input_shape, opset=17):
     when something in the model has no ONNX form.
     """
     proto = to_onnx(model, input_shape, opset)
-    _onnx().save(proto, str(path))
+    onnx_package().save(proto, str(path))
     return proto
 
 

@@ -29,20 +29,12 @@ import numpy as np
 
 from minicnn import functional as F
 from minicnn import nn
+from minicnn.onnx.export import onnx_package
 from minicnn.tensor import Tensor
 
 
 class OnnxLoadError(ValueError):
     """A file that cannot be loaded as a minicnn network, with what is wrong."""
-
-
-def _onnx():
-    try:
-        import onnx
-    except ImportError:
-        raise ImportError("minicnn.onnx needs the onnx package: pip install minicnn[onnx] "
-                          "(or pip install onnx)") from None
-    return onnx
 
 
 # ============================================================================ values
@@ -159,7 +151,7 @@ def load(path):
     initializer, input or earlier node provides, and when a node's op has no importer
     (naming the op, the node and the opset).
     """
-    onnx = _onnx()
+    onnx = onnx_package()
     path = os.fspath(path)
     try:
         with open(path, "rb") as handle:
@@ -180,7 +172,7 @@ def load(path):
 
 def from_proto(proto, source="<onnx>"):
     """An ``OnnxModel`` from an ``onnx.ModelProto`` already in memory."""
-    onnx = _onnx()
+    onnx = onnx_package()
     opset = _default_opset(proto, source)
     graph = proto.graph
     model = OnnxModel(source)
