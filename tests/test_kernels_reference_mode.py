@@ -83,6 +83,7 @@ DEFAULT_VARIANTS = {
     "resnext": ("resnext50_32x4d", 32),
     "xception": ("xception", 71),
     "efficientnet_v2": ("efficientnet_v2_s", 32),
+    "efficientdet": ("efficientdet_d0", 128),
 }
 # Kept in the default suite: LeNet-5, a ResNet, depthwise nets, an Inception, and the
 # others that take a second or two; the rest are slow (float64 and NumPy reference loops).
@@ -97,10 +98,15 @@ def test_every_family_has_a_default_variant_here():
 def _forward_and_backward(model, x, labels):
     manual_seed(0)                              # the same dropout masks in both modes
     outputs = model(Tensor(x))
-    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-    loss = F.cross_entropy(outputs[0], labels)
-    for auxiliary in outputs[1:]:
-        loss = loss + F.cross_entropy(auxiliary, labels) * 0.3
+    if isinstance(outputs, tuple) and isinstance(outputs[0], list):
+        # a detector: per-level class and box maps, reduced to one number
+        outputs = tuple(m for level_maps in outputs for m in level_maps)
+        loss = sum((m * m).mean() for m in outputs)
+    else:
+        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+        loss = F.cross_entropy(outputs[0], labels)
+        for auxiliary in outputs[1:]:
+            loss = loss + F.cross_entropy(auxiliary, labels) * 0.3
     loss.backward()
     return ([o.numpy() for o in outputs],
             {name: p.grad for name, p in model.named_parameters()})
