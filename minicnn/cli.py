@@ -189,8 +189,6 @@ CONFLICTS = (
     ("weights", "resume", "--weights starts from pretrained weights, --resume continues a "
                           "run"),
     ("weights", "finetune", "give one set of starting weights"),
-    ("weights", "eval_only", "--eval-only evaluates a --resume checkpoint on its own test "
-                             "set; classify photos with --weights W --predict IMAGE"),
 )
 # options that only a training run uses
 TRAINING_ONLY = ("epochs", "lr", "optimizer", "momentum", "weight_decay", "schedule",
@@ -365,7 +363,8 @@ def build_parser(family, defaults, variants):
         "head) or all-but-last-N", type=freeze_mode, metavar="MODE")
     add(see, "--weights", "pretrained weights for the variant: a torchvision .pth/.pt, or a "
         ".safetensors/.npz state dict (see README). With --predict: the top-5 ImageNet "
-        "classes of each photo; with --train: start from them (a head of another size is "
+        "classes of each photo; with --eval-only --train FOLDER: top-1/top-5 on photos filed "
+        "by ImageNet class; with --train: start from them (a head of another size is "
         "replaced); with --summary: the network they fit", metavar="PATH")
     add(see, "--export-onnx", "write the network as an ONNX file (after training, or from "
         "--resume or --weights); needs pip install 'minicnn[onnx]'", metavar="PATH")
@@ -716,6 +715,21 @@ def predict_imagenet(architecture, weights, images, device, top=5):
             print(f"  {name:>28}  {100 * probability:6.2f}%")
 
 
+def evaluate_imagenet_folder(architecture, weights, folder, settings):
+    """--eval-only --weights W --train FOLDER: ImageNet top-1/top-5 on labelled photos."""
+    from minicnn.data.imagenet import evaluate_folder
+    if not os.path.isdir(folder):
+        raise CliError(f"--eval-only --weights evaluates a folder of photos; {folder} is not "
+                       "a folder")
+    model = load_weights(architecture, weights).to(settings["device"])
+    result = evaluate_folder(model, folder, variant=architecture,
+                             batch_size=settings["batch_size"])
+    print(f"{architecture} with {weights} on {folder}: top-1 {100 * result['top1']:.2f}%  "
+          f"top-5 {100 * result['topk']:.2f}%  ({result['images']:,} images, "
+          f"{result['classes']} classes)")
+    return result
+
+
 def export_onnx(model, path, input_shape):
     """--export-onnx: the network as an ONNX file, checked by the onnx package."""
     from minicnn.onnx import ExportError, export
@@ -1012,8 +1026,13 @@ def run(family, argv):
             or args.export_onnx):
         raise CliError("nothing to do: give --train DATASET, --resume CHECKPOINT, --summary, "
                        "--eval-only, --predict IMAGE or --export-onnx PATH")
-    if args.eval_only and not args.resume:
-        raise CliError("--eval-only needs a trained checkpoint: add --resume PATH")
+    if args.eval_only and not (args.resume or args.weights):
+        raise CliError("--eval-only needs a trained checkpoint (--resume PATH) or pretrained "
+                       "weights and a folder of labelled photos (--weights PATH --train "
+                       "FOLDER)")
+    if args.eval_only and args.weights and not args.train:
+        raise CliError("--eval-only --weights needs the photos to evaluate on: --train FOLDER "
+                       "with one sub-folder per ImageNet class (named by class or index)")
     if args.predict and not (args.resume or args.weights):
         raise CliError("--predict needs a trained checkpoint (--resume PATH) or pretrained "
                        "weights (--weights PATH)")
@@ -1085,6 +1104,8 @@ def run(family, argv):
         predict_imagenet(architecture, args.weights, args.predict, settings["device"])
     elif args.predict:
         predict(state, args.predict, settings["device"], args.resume)
+    elif args.eval_only and args.weights:
+        evaluate_imagenet_folder(architecture, args.weights, args.train, settings)
     elif args.eval_only:
         if dataset != saved_dataset:
             raise CliError(f"checkpoint {args.resume} was trained on "

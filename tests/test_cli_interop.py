@@ -110,3 +110,25 @@ def test_a_run_saved_as_safetensors_resumes_exactly_as_one_saved_as_npz(pictures
         np.testing.assert_array_equal(safetensors["model"][key], value)
     readable = load_file(str(tmp_path / "safetensors" / "run.safetensors"))   # any reader
     assert any(key.startswith("model/") for key in readable)
+
+
+def test_weights_eval_only_scores_a_folder_of_labelled_photos(squeezenet_weights, tmp_path,
+                                                              capsys):
+    """Sub-folders named by ImageNet class (name or index): three photos filed under the
+    class the network gives them, one under another class → top-1 75%."""
+    from minicnn.data.imagenet import class_names
+    path, model = squeezenet_weights
+    names, rng = class_names(), np.random.default_rng(3)
+    for i, folder_by in enumerate(("index", "name", "index", "wrong")):
+        picture = (rng.random((90, 120, 3)) * 255).astype(np.uint8)
+        probe = tmp_path / f"probe{i}.png"
+        Image.fromarray(picture).save(probe)
+        best = names.index(predict_topk(model, read_rgb(str(probe)), k=1,
+                                        variant="squeezenet1_1")[0][0])
+        folder = {"index": str(best), "name": names[best].replace(" ", "_"),
+                  "wrong": str((best + 1) % 1000)}[folder_by]
+        os.makedirs(tmp_path / "photos" / folder, exist_ok=True)
+        Image.fromarray(picture).save(tmp_path / "photos" / folder / f"{i}.png")
+    assert run(["--variant", "squeezenet1_1", "--weights", path, "--eval-only",
+                "--train", tmp_path / "photos"], family="squeezenet") == 0
+    assert "top-1 75.00%" in capsys.readouterr().out

@@ -159,3 +159,58 @@ def predict_topk(model, image, k=5, variant=None, preprocessing=None, names=None
     with no_grad():
         logits = to_device(model(Tensor(x)).data, "cpu")
     return topk(logits[0], k, names)
+
+
+def class_index(name, names=None):
+    """The ImageNet index of a folder name: one of the 1000 class names (any case, ``_``
+    for a space) or the index itself ("0" … "999"); None when it is neither. The two names
+    ImageNet uses twice ("crane", "maillot") resolve to their first class: file those photos
+    under the index."""
+    names = names if names is not None else class_names()
+    if name.isdigit() and 0 <= int(name) < len(names):
+        return int(name)
+    wanted = name.replace("_", " ").strip().lower()
+    for index, candidate in enumerate(names):
+        if candidate.lower() == wanted:
+            return index
+    return None
+
+
+def evaluate_folder(model, root, variant=None, batch_size=32, k=5):
+    """Top-1 and top-k accuracy of a 1000-class ImageNet model on a folder holding one
+    sub-folder per class, each named by its ImageNet class name or index (``tench/``,
+    ``goldfish/`` or ``0/``, ``1/``): ``{"top1", "topk", "images", "classes"}``.
+
+    Each photo is prepared as the weights expect (``preprocessing_for(variant)``) and the
+    network runs in eval mode without gradients, ``batch_size`` photos at a time.
+    """
+    from minicnn import Tensor, no_grad
+    from minicnn.backend import get_array_module, to_device
+    from minicnn.data.folder import _class_files
+    classes, files, labels = _class_files(root)
+    if not files:
+        raise DatasetError(f"{root}: no images in its class sub-folders")
+    names = class_names()
+    indices = [class_index(name, names) for name in classes]
+    unknown = [name for name, index in zip(classes, indices) if index is None]
+    if unknown:
+        raise DatasetError(f"{root}: sub-folders {unknown[:5]} are neither ImageNet class "
+                           f"names (see minicnn/data/imagenet_classes.txt) nor indices 0–999")
+    targets = np.array(indices)[labels]
+    preprocessing = preprocessing_for(variant)
+    device_array = next(iter(model.parameters())).data
+    xp = get_array_module(device_array)
+    model.eval()
+    top1 = topk_hits = 0
+    for start in range(0, len(files), batch_size):
+        batch = np.concatenate([preprocess(path, preprocessing)
+                                for path in files[start:start + batch_size]])
+        with no_grad():
+            logits = to_device(model(Tensor(xp.asarray(batch, dtype=device_array.dtype))).data,
+                               "cpu")
+        best = np.argsort(-logits, axis=1)[:, :k]
+        wanted = targets[start:start + batch_size]
+        top1 += int((best[:, 0] == wanted).sum())
+        topk_hits += int((best == wanted[:, None]).any(axis=1).sum())
+    return {"top1": top1 / len(files), "topk": topk_hits / len(files), "images": len(files),
+            "classes": len(classes)}
