@@ -873,7 +873,10 @@ def evaluate_only(state, test, settings, device, path):
     return result
 
 
-def train(family, architecture, dataset, settings, args, state, started, save):
+def train(family, architecture, dataset, settings, args, state, started, save, note=None):
+    """A training run. ``note`` (why it saves under a new name) is said once everything
+    that could still refuse the run (data, --finetune, --weights) has been read, so a
+    refused run prints only its error."""
     from minicnn.data.loader import DataLoader
     from minicnn.train import TrainingInterrupted, fit, make_optimizer, make_schedule
     if args.distributed and settings["device"] == "gpu":   # one GPU per rank on each machine
@@ -952,6 +955,8 @@ def train(family, architecture, dataset, settings, args, state, started, save):
         print(f"data parallel: {data_parallel.size} ranks x {batch_size} images = "
               f"{data_parallel.size * batch_size} per step"
               + (", synchronized batch norm" if args.sync_bn else ""))
+    if note:
+        _say(note)
     print(f"checkpoint: {save}" + (f" (resuming {args.resume})" if state is not None else ""),
           flush=True)
     try:
@@ -1070,8 +1075,6 @@ def run(family, argv):
         save, note = choose_checkpoint(args, architecture, dataset)
         check_outputs(args, resolved={"save": save})
         check_plot_folder(args)
-        if note:
-            _say(note)
     else:
         check_outputs(args)
 
@@ -1116,7 +1119,7 @@ def run(family, argv):
                                 settings["seed"])
         evaluate_only(state, test, settings, settings["device"], args.resume)
     elif training:   # --resume alone continues the saved run
-        train(family, architecture, dataset, settings, args, state, started, save)
+        train(family, architecture, dataset, settings, args, state, started, save, note)
     return 0
 
 
