@@ -404,7 +404,7 @@ def _divergence(what, where, images, optimizer, checkpoint, saved_epoch):
     return f"{what} at {where}; {cause}; {kept}"
 
 
-class _StopRequests:
+class StopRequests:
     """While active, the first SIGINT (Ctrl-C) or SIGTERM (``timeout``, batch schedulers)
     only raises a flag: the loop stops at the next batch boundary, where the state is
     consistent, and saves. A second one interrupts at once (KeyboardInterrupt)."""
@@ -519,7 +519,7 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
 
     model.train()
     steps = len(train_loader)
-    with _StopRequests(lambda message: print(message, file=sys.stderr, flush=True)) as ctrl_c:
+    with StopRequests(lambda message: print(message, file=sys.stderr, flush=True)) as ctrl_c:
         for epoch in range(start_epoch, epochs):
             first = start_batch if epoch == start_epoch else 0
             if first == 0:

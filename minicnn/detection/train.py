@@ -48,9 +48,7 @@ import argparse
 import json
 import math
 import os
-import signal
 import sys
-import threading
 import time
 
 import numpy as np
@@ -63,6 +61,7 @@ from minicnn.detection.coco_eval import evaluate_coco
 from minicnn.detection.losses import detection_loss, flatten_level_outputs
 from minicnn.detection.nms import postprocess
 from minicnn.tensor import Tensor, no_grad
+from minicnn.train import StopRequests
 
 DEFAULTS = {"input_size": 128, "epochs": 12, "batch_size": 16, "lr": 2e-3,
             "optimizer": "adamw", "momentum": 0.9, "weight_decay": 1e-4,
@@ -72,7 +71,7 @@ DEFAULTS = {"input_size": 128, "epochs": 12, "batch_size": 16, "lr": 2e-3,
 
 
 class TrainingStopped(Exception):
-    """Training stopped early (Ctrl-C) with its checkpoint saved."""
+    """Training stopped early (Ctrl-C or SIGTERM) with its checkpoint saved."""
 
 
 # ----------------------------------------------------------------------------- data
@@ -300,30 +299,6 @@ def _model_device(model):
     return "cpu"
 
 
-class _StopRequest:
-    """While active, the first Ctrl-C only raises a flag, so the loop stops at a batch
-    boundary where the state is consistent; a second one interrupts at once."""
-
-    def __init__(self):
-        self.requested, self.previous = False, None
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nCtrl-C: stopping after this batch and saving a checkpoint "
-              "(press Ctrl-C again to quit without saving)", file=sys.stderr, flush=True)
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-
 def _summary_line(record, epochs):
     line = (f"epoch {record['epoch']:>{len(str(epochs))}}/{epochs}  loss "
             f"{record['train_loss']:.4f} (focal {record['class_loss']:.4f}, box "
@@ -367,7 +342,7 @@ def fit_detector(model, optimizer, schedule, train, test, test_indices, epochs, 
 
     steps = len(train)
     model.train()
-    with _StopRequest() as stop:
+    with StopRequests(lambda line: print(line, file=sys.stderr, flush=True)) as stop:
         for epoch in range(start_epoch, epochs):
             first = start_batch if epoch == start_epoch else 0
             if first == 0:
