@@ -23,7 +23,8 @@ import tempfile
 
 import numpy as np
 
-from minicnn.data.dataset import ArrayDataset, DatasetError, resolve_data_dir, safe_unpickle
+from minicnn.data.dataset import (ArrayDataset, DatasetError, make_download_folder,
+                                   resolve_data_dir, safe_unpickle)
 from minicnn.data.download import DownloadError, download, report
 from minicnn.files import atomic_write
 
@@ -175,12 +176,7 @@ def load_cifar10(data_dir=None, sources=STANDARD):
 
 def fetch(root, sources):
     report(f"cifar10: not found in {root}; downloading {sources.url}")
-    try:
-        os.makedirs(root, exist_ok=True)
-    except OSError as error:
-        raise DatasetError(f"CIFAR-10 is not in {root}, and it cannot be downloaded there "
-                           f"({error.strerror or error}); point --data-dir or $MINICNN_DATA "
-                           "at a folder that holds it or can be written") from None
+    make_download_folder(root, "CIFAR-10")
     with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as folder:
         path = os.path.join(folder, ARCHIVE)
         try:

@@ -20,6 +20,17 @@ class DatasetError(ValueError):
     """A dataset is missing, truncated, corrupt, or not what it claims to be."""
 
 
+def make_download_folder(root, name):
+    """Create ``root`` for downloading data set ``name``, or say in one line why it cannot
+    be and what the user can do instead."""
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as error:
+        raise DatasetError(f"{name} is not in {root}, and it cannot be downloaded there "
+                           f"({error.strerror or error}); point --data-dir or $MINICNN_DATA "
+                           "at a folder that holds it or can be written") from None
+
+
 def default_data_dir():
     """Where datasets are looked for and cached: ``$MINICNN_DATA`` or ``~/.cache/minicnn``."""
     return os.environ.get(DATA_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "minicnn")

@@ -18,11 +18,10 @@ a first run knows exactly what is happening and why it took the time it took.
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 
-from minicnn.files import atomic_write  # noqa: F401  (imported from here before minicnn.files)
+from minicnn.files import atomic_write
 
 CONNECT_TIMEOUT = 5.0     # seconds to wait for a server to answer at all (and between reads)
 CHUNK_BYTES = 1 << 20
@@ -72,39 +71,32 @@ def download(url, destination, md5=None, sha256=None, timeout=CONNECT_TIMEOUT, q
     turned into a ``DownloadError`` naming the URL and the reason.
     """
     destination = os.fspath(destination)
-    folder = os.path.dirname(os.path.abspath(destination))
-    os.makedirs(folder, exist_ok=True)
     if not quiet:
         report(f"  downloading {url}")
     digests = {name: hashlib.new(name) for name, want in (("md5", md5), ("sha256", sha256)) if want}
-    handle, temporary = tempfile.mkstemp(prefix=".download-", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            try:
-                request = urllib.request.Request(url, headers={"User-Agent": "minicnn"})
-                with urllib.request.urlopen(request, timeout=timeout) as response:
-                    expected_size = response.headers.get("Content-Length")
-                    received = 0
-                    for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
-                        out.write(chunk)
-                        received += len(chunk)
-                        for digest in digests.values():
-                            digest.update(chunk)
-            except (urllib.error.URLError, OSError, ValueError) as error:
-                raise DownloadError(f"{url}: {describe_error(error)}") from None
+
+    def stream_and_verify(out):
+        try:
+            request = urllib.request.Request(url, headers={"User-Agent": "minicnn"})
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                expected_size = response.headers.get("Content-Length")
+                received = 0
+                for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
+                    out.write(chunk)
+                    received += len(chunk)
+                    for digest in digests.values():
+                        digest.update(chunk)
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            raise DownloadError(f"{url}: {describe_error(error)}") from None
         if expected_size is not None and received != int(expected_size):
             raise DownloadError(f"{url}: transfer truncated, got {received} of "
                                 f"{expected_size} bytes")
         for name, want in (("md5", md5), ("sha256", sha256)):
-            if want:
-                got = digests[name].hexdigest()
-                if got != want.lower():
-                    raise DownloadError(f"{url}: {name} checksum mismatch, expected {want}, "
-                                        f"got {got} (corrupt or changed file; not used)")
-        os.chmod(temporary, 0o644)   # mkstemp makes files private; a download need not be
-        os.replace(temporary, destination)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+            if want and digests[name].hexdigest() != want.lower():
+                raise DownloadError(f"{url}: {name} checksum mismatch, expected {want}, "
+                                    f"got {digests[name].hexdigest()} (corrupt or changed "
+                                    "file; not used)")
+
+    # raising inside the write leaves no file behind: a bad download is never renamed in
+    atomic_write(destination, stream_and_verify)
     return destination

@@ -43,7 +43,8 @@ import zlib
 
 import numpy as np
 
-from minicnn.data.dataset import (ArrayDataset, DatasetError, resolve_data_dir, safe_unpickle)
+from minicnn.data.dataset import (ArrayDataset, DatasetError, make_download_folder,
+                                   resolve_data_dir, safe_unpickle)
 from minicnn.data.download import DownloadError, download, report
 from minicnn.files import atomic_write
 
@@ -386,12 +387,7 @@ def fetch(root, sources):
     lists each attempt and what a user can do by hand."""
     report(f"mnist: not found in {root}; fetching it")
     attempts = []
-    try:
-        os.makedirs(root, exist_ok=True)
-    except OSError as error:
-        raise DatasetError(f"MNIST is not in {root}, and it cannot be downloaded there "
-                           f"({error.strerror or error}); point --data-dir or $MINICNN_DATA "
-                           "at a folder that holds it or can be written") from None
+    make_download_folder(root, "MNIST")
     for mirror in sources.mirrors:
         report(f"mnist: trying mirror {mirror}")
         try:
