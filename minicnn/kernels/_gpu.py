@@ -37,6 +37,22 @@ def kernel(name, dtype):
     return _cache[key]
 
 
+def elementwise(name, in_params, out_params, operation, preamble):
+    """The ``cupy.ElementwiseKernel`` called ``name``, built on first use (CuPy compiles
+    it per dtype itself); kept with the raw kernels so that one cache holds them all."""
+    key = (name, "elementwise")
+    if key not in _cache:
+        _cache[key] = cupy_or_none().ElementwiseKernel(in_params, out_params, operation,
+                                                       name, preamble=preamble)
+    return _cache[key]
+
+
+def forget_compiled():
+    """Drop every compiled kernel: the next launch builds it again with the ``cupy`` of
+    that moment (the tests swap a host emulation of CuPy in and out)."""
+    _cache.clear()
+
+
 def launch(name, dtype, total, *args, block=256):
     """Run kernel ``name`` with one thread per output element (``total`` of them).
 

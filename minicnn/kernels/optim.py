@@ -21,7 +21,7 @@ once and write m, v and θ once:
 import numpy as np
 from numba import njit, prange
 
-from minicnn.backend import cupy_or_none, get_array_module
+from minicnn.backend import get_array_module
 from minicnn.kernels import _gpu
 from minicnn.kernels.registry import register_kernel
 
@@ -77,20 +77,14 @@ __device__ void adam_update(Real& param, const Real grad, Real& m, Real& v,
 }
 """)
 
-_elementwise_adam = None
-
 
 def _adam_kernel():
     """The ElementwiseKernel, built on first use (CuPy compiles it per dtype itself)."""
-    global _elementwise_adam
-    if _elementwise_adam is None:
-        cupy = cupy_or_none()
-        _elementwise_adam = cupy.ElementwiseKernel(
-            "T grad, T beta1, T beta2, T step_size, T correction2, T eps",
-            "T param, T m, T v",
-            "adam_update(param, grad, m, v, beta1, beta2, step_size, correction2, eps)",
-            "minicnn_adam_step", preamble=_ADAM_UPDATE_CUDA)
-    return _elementwise_adam
+    return _gpu.elementwise(
+        "minicnn_adam_step",
+        "T grad, T beta1, T beta2, T step_size, T correction2, T eps", "T param, T m, T v",
+        "adam_update(param, grad, m, v, beta1, beta2, step_size, correction2, eps)",
+        preamble=_ADAM_UPDATE_CUDA)
 
 
 def adam_step_cuda(param, grad, m, v, beta1, beta2, step_size, correction2, eps):
@@ -98,8 +92,8 @@ def adam_step_cuda(param, grad, m, v, beta1, beta2, step_size, correction2, eps)
     them). The gradient and the scalars are taken in the parameter's dtype, as the
     reference's in-place updates do."""
     dtype = param.dtype.type
-    _adam_kernel()(grad.astype(param.dtype, copy=False), dtype(beta1), dtype(beta2), dtype(step_size), dtype(correction2),
-                   dtype(eps), param, m, v)
+    _adam_kernel()(grad.astype(param.dtype, copy=False), dtype(beta1), dtype(beta2),
+                   dtype(step_size), dtype(correction2), dtype(eps), param, m, v)
 
 
 adam_step = register_kernel("adam_step", reference=adam_step_reference,

@@ -52,17 +52,10 @@ __device__ Real counter_uniform(const unsigned long long seed, const unsigned lo
 }
 """)
 
-_elementwise_uniform = None
-
-
 def counter_uniform_cuda(seed, shape, dtype):
     """``counter_uniform_reference`` as one CuPy launch, into a new array on the GPU."""
-    global _elementwise_uniform
-    cupy = cupy_or_none()
-    if _elementwise_uniform is None:
-        _elementwise_uniform = cupy.ElementwiseKernel(
-            "uint64 seed", "T u", "u = counter_uniform<T>(seed, (unsigned long long)i)",
-            "minicnn_counter_uniform", preamble=_COUNTER_UNIFORM_CUDA)
-    out = cupy.empty(shape, dtype=dtype)
-    _elementwise_uniform(np.uint64(seed), out)
+    out = cupy_or_none().empty(shape, dtype=dtype)
+    _gpu.elementwise("minicnn_counter_uniform", "uint64 seed", "T u",
+                     "u = counter_uniform<T>(seed, (unsigned long long)i)",
+                     preamble=_COUNTER_UNIFORM_CUDA)(np.uint64(seed), out)
     return out

@@ -1,0 +1,140 @@
+// CUDA C on the host: what a kernel source needs from the CUDA compiler and runtime,
+// written in standard C++20 so that g++ compiles the very sources nvcc compiles.
+//
+// Threads.  A launch runs every (block, thread) of its grid one after another on one host
+// thread; blockIdx/threadIdx name the one running now.  A kernel that calls
+// __syncthreads() is compiled as a C++20 coroutine instead (the harness rewrites its
+// `void` into `host_block_thread`): the launcher starts one coroutine per thread of a block
+// and resumes them in turn, each up to its next __syncthreads(), so no thread passes a
+// barrier before every thread of its block has reached it — the guarantee CUDA gives.
+//
+// Memory.  __shared__ becomes `static`: blocks run one at a time, so one copy serves the
+// block that runs.  atomicAdd is a plain read-add-write: nothing runs concurrently.
+#pragma once
+#include <cmath>
+#include <coroutine>
+#include <cstdint>
+#include <cstring>
+#include <exception>
+#include <vector>
+
+struct dim3 {
+    unsigned int x = 1, y = 1, z = 1;
+};
+
+static dim3 gridDim, blockDim, blockIdx, threadIdx;
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+#define __shared__ static
+
+// ------------------------------------------------------------------ __syncthreads()
+
+struct host_block_thread {
+    struct promise_type {
+        host_block_thread get_return_object() {
+            return {std::coroutine_handle<promise_type>::from_promise(*this)};
+        }
+        std::suspend_always initial_suspend() noexcept { return {}; }
+        std::suspend_always final_suspend() noexcept { return {}; }
+        void return_void() {}
+        void unhandled_exception() { std::terminate(); }
+    };
+    std::coroutine_handle<promise_type> handle;
+};
+
+#define __syncthreads() co_await std::suspend_always{}
+
+// ------------------------------------------------------------------ atomics
+
+template <typename T> inline T atomicAdd(T* address, T value) {
+    T old = *address;
+    *address = old + value;
+    return old;
+}
+
+// ------------------------------------------------------------------ intrinsics
+
+inline float __int_as_float(int bits) { float f; std::memcpy(&f, &bits, 4); return f; }
+inline int __float_as_int(float f) { int bits; std::memcpy(&bits, &f, 4); return bits; }
+inline double __longlong_as_double(long long bits) {
+    double d; std::memcpy(&d, &bits, 8); return d;
+}
+inline long long __double_as_longlong(double d) {
+    long long bits; std::memcpy(&bits, &d, 8); return bits;
+}
+template <typename T> inline T __ldg(const T* address) { return *address; }
+
+// CUDA's min and max are overloaded per type; the host's come from <algorithm> as
+// templates of one type. These take what CUDA's do: two numbers of one type.
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline float min(float a, float b) { return std::fmin(a, b); }
+inline float max(float a, float b) { return std::fmax(a, b); }
+inline double min(double a, double b) { return std::fmin(a, b); }
+inline double max(double a, double b) { return std::fmax(a, b); }
+
+using std::abs; using std::ceil; using std::cos; using std::exp; using std::fabs;
+using std::floor; using std::fmax; using std::fmin; using std::log; using std::pow;
+using std::sin; using std::sqrt; using std::tanh; using std::isnan; using std::isinf;
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+
+// ------------------------------------------------------------------ launching
+
+// Run a grid whose threads need no barrier: every (block, thread), one after another.
+template <typename Body> void host_run_grid(dim3 grid, dim3 block, Body body) {
+    gridDim = grid;
+    blockDim = block;
+    for (blockIdx.z = 0; blockIdx.z < grid.z; ++blockIdx.z)
+    for (blockIdx.y = 0; blockIdx.y < grid.y; ++blockIdx.y)
+    for (blockIdx.x = 0; blockIdx.x < grid.x; ++blockIdx.x)
+        for (threadIdx.z = 0; threadIdx.z < block.z; ++threadIdx.z)
+        for (threadIdx.y = 0; threadIdx.y < block.y; ++threadIdx.y)
+        for (threadIdx.x = 0; threadIdx.x < block.x; ++threadIdx.x)
+            body();
+}
+
+// Run a grid of coroutine threads: per block, start every thread, then resume each in
+// turn until all have finished. Returns 0, or 1 when some threads of a block finished
+// while others still waited at a __syncthreads() (undefined behaviour in CUDA).
+template <typename Start> int host_run_grid_with_barriers(dim3 grid, dim3 block, Start start) {
+    gridDim = grid;
+    blockDim = block;
+    const unsigned int threads = block.x * block.y * block.z;
+    std::vector<std::coroutine_handle<host_block_thread::promise_type>> handles(threads);
+    std::vector<dim3> index(threads);
+    int divergent = 0;
+    for (blockIdx.z = 0; blockIdx.z < grid.z; ++blockIdx.z)
+    for (blockIdx.y = 0; blockIdx.y < grid.y; ++blockIdx.y)
+    for (blockIdx.x = 0; blockIdx.x < grid.x; ++blockIdx.x) {
+        unsigned int t = 0;
+        for (unsigned int z = 0; z < block.z; ++z)
+        for (unsigned int y = 0; y < block.y; ++y)
+        for (unsigned int x = 0; x < block.x; ++x, ++t) {
+            index[t] = dim3{x, y, z};
+            threadIdx = index[t];
+            handles[t] = start().handle;
+        }
+        for (unsigned int running = threads; running > 0;) {
+            unsigned int finished = 0;
+            for (t = 0; t < threads; ++t) {
+                if (handles[t].done()) { ++finished; continue; }
+                threadIdx = index[t];
+                handles[t].resume();            // up to the next __syncthreads() or the end
+                if (handles[t].done()) ++finished;
+            }
+            if (finished > 0 && finished < threads) divergent = 1;
+            running = threads - finished;
+        }
+        for (auto& handle : handles) handle.destroy();
+    }
+    return divergent;
+}
