@@ -25,6 +25,7 @@ from minicnn import Tensor, functional as F
 from minicnn.backend import cupy_or_none, gpu_available
 from minicnn.kernels import _gpu, depthwise
 from minicnn.kernels.im2col import ConvGeometry
+from tests.gpu_emulation import host_cuda
 
 
 def _load_every_kernel_module():
@@ -89,7 +90,9 @@ def test_each_cuda_source_compiles_alone(name, dtype, tmp_path):
 
 # ----------------------------------------------------------------------------- indexing
 
-REDUCTIONS = {"depthwise_backward_weight_nhwc"}      # one block per output element
+# one block per output element, or one thread per channel of a chunk of rows
+REDUCTIONS = {"depthwise_backward_weight_nhwc", "batchnorm_channel_sums",
+              "batchnorm_backward_sums"}
 
 
 @pytest.mark.parametrize("name", sorted(SOURCES))
@@ -204,29 +207,27 @@ def test_conv2d_on_gpu_matches_cpu(groups, out_channels, kernel, stride, padding
         np.testing.assert_allclose(cupy.asnumpy(b_.grad), a.grad, rtol=1e-10, atol=1e-10)
 
 
-def _parameters(source, name):
-    """The parameter types of ``__global__ void name(...)``: 'T*', 'int*' or 'int'."""
+def _parameters(source, name, dtype):
+    """The parameters of ``__global__ void name(...)``, read as the host emulation reads
+    them (tests/gpu_emulation/host_cuda.py), with T standing for ``dtype``."""
     match = re.search(rf'__global__ void {name}\((.*?)\)\s*{{', source, re.S)
-    kinds = []
-    for parameter in match.group(1).split(","):
-        element = "T" if re.search(r"\bT\b", parameter) else "int"
-        kinds.append(element + "*" if "*" in parameter else element)
-    return kinds
+    typedefs = {"T": host_cuda.TYPE_NAMES[np.dtype(dtype)]}
+    return [host_cuda.Parameter(text, typedefs) for text in match.group(1).split(",")]
 
 
-def _matches(kind, argument, dtype):
-    if kind == "T*":
-        return isinstance(argument, np.ndarray) and argument.dtype == dtype
-    if kind == "int*":
-        return isinstance(argument, np.ndarray) and argument.dtype == np.int32
-    return kind == "int" and isinstance(argument, np.int32)
+def _matches(parameter, argument):
+    """An array of the pointed-to dtype for a pointer, a NumPy scalar of the exact type
+    for a value (a Python int or an int64 for an ``int`` would be read as the wrong bytes)."""
+    if parameter.pointer:
+        return isinstance(argument, np.ndarray) and argument.dtype == parameter.dtype
+    return isinstance(argument, np.generic) and argument.dtype == parameter.dtype
 
 
 def _cuda_calls(dtype):
     """One call of every CUDA version with small arrays (their launches are recorded)."""
     def a(*shape):
         return np.zeros(shape, dtype)
-    from minicnn.kernels import im2col as im2col_kernels, pool
+    from minicnn.kernels import batchnorm, im2col as im2col_kernels, pool
     g = ConvGeometry((2, 5, 6, 4), (3, 3), (2, 1), (1, 1), (1, 2), groups=2, out_channels=4)
     d = ConvGeometry((2, 5, 6, 4), (3, 3), (1, 1), (1, 1), (1, 1), groups=4)
     argmax = np.zeros((2, 3, 3, 4), np.int32)
@@ -240,6 +241,8 @@ def _cuda_calls(dtype):
         lambda: pool.max_pool_backward_cuda(a(2, 3, 3, 4), argmax, (5, 6)),
         lambda: pool.avg_pool_forward_cuda(a(2, 5, 6, 4), (3, 3), (2, 2), (1, 1), (3, 3), True),
         lambda: pool.avg_pool_backward_cuda(a(2, 3, 3, 4), (3, 3), (2, 2), (1, 1), (5, 6), False),
+        lambda: batchnorm.channel_stats_gpu(a(70, 5)),
+        lambda: batchnorm.backward_sums_gpu(a(70, 5), a(70, 5), np.zeros(5)),
     ]
 
 
@@ -247,15 +250,16 @@ def _cuda_calls(dtype):
 def test_every_launch_passes_what_its_kernel_declares(launches, dtype):
     """Each CUDA version's launch, argument by argument, against the parameter list of the
     ``__global__`` function it launches: arrays of the element type T where it reads T*,
-    int32 arrays for int*, np.int32 for int (a Python int or an int64 would be read as the
-    wrong bytes)."""
+    float64 arrays for double*, np.int32 for int, np.int64 for long long (a Python int or
+    an int64 for an int would be read as the wrong bytes)."""
     for call in _cuda_calls(np.dtype(dtype)):
         call()
     raw_kernels = {name for name, source in SOURCES.items() if "__global__" in source}
     assert {name for name, *_ in launches} == raw_kernels       # elementwise bodies: CuPy launches them
     for name, grid, block, arguments in launches:
-        kinds = _parameters(SOURCES[name], name)
-        assert len(arguments) == len(kinds), name
-        for index, (kind, argument) in enumerate(zip(kinds, arguments)):
-            assert _matches(kind, argument, dtype), f"{name}: argument {index} is not {kind}"
+        parameters = _parameters(SOURCES[name], name, dtype)
+        assert len(arguments) == len(parameters), name
+        for index, (parameter, argument) in enumerate(zip(parameters, arguments)):
+            assert _matches(parameter, argument), \
+                f"{name}: argument {index} is not {parameter.c_type}"
         assert grid[0] >= 1 and block[0] >= 1

@@ -37,7 +37,7 @@ def kernel(name, dtype):
     return _cache[key]
 
 
-def elementwise(name, in_params, out_params, operation, preamble):
+def elementwise(name, in_params, out_params, operation, preamble=""):
     """The ``cupy.ElementwiseKernel`` called ``name``, built on first use (CuPy compiles
     it per dtype itself); kept with the raw kernels so that one cache holds them all."""
     key = (name, "elementwise")

@@ -23,8 +23,10 @@ first row as the per-channel shift: E[(x−s)²] − E[x−s]² only cancels bad
 far from the mean, and any sample of the channel is close enough.
 
 Versions: ``*_reference`` (NumPy, the formulas), ``*_cpu`` (Numba, parallel over blocks of
-rows, each block owning its partial sums), ``*_gpu`` (the reference's array expressions run
-by CuPy: a few memory-bound launches, no raw CUDA needed). Each kernel is registered once
+rows, each block owning its partial sums), ``*_gpu`` (CUDA: each reduction one pass over
+the rows into per-chunk float64 partial sums, each affine map one elementwise launch — so
+the forward reads the activations twice and the backward twice, where the reference's
+expressions make five or six passes and as many temporaries). Each kernel is registered once
 with its versions (``minicnn.kernels.registry``: ``MINICNN_KERNELS=reference`` runs the
 references); the Numba version hands arrays too small to be worth waking threads for to
 the reference.
@@ -34,6 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from minicnn.backend import get_array_module
+from minicnn.kernels import _gpu
 from minicnn.kernels.registry import register_kernel
 
 
@@ -61,12 +64,6 @@ def scale_shift_reference(rows, scale, shift):
 def scale_shift2_reference(a, scale_a, b, scale_b, shift):
     """a · scale_a + b · scale_b + shift, per column, in the dtype of ``a``."""
     return (a * scale_a + b * scale_b + shift).astype(a.dtype, copy=False)
-
-
-channel_stats_gpu = channel_stats_reference
-backward_sums_gpu = backward_sums_reference
-scale_shift_gpu = scale_shift_reference
-scale_shift2_gpu = scale_shift2_reference
 
 
 # ============================================================================ cpu (Numba)
@@ -160,6 +157,114 @@ def scale_shift2_cpu(a, scale_a, b, scale_b, shift):
                         np.ascontiguousarray(b, dtype), np.asarray(scale_b, dtype),
                         np.asarray(shift, dtype), y)
     return y
+
+
+# ============================================================================ gpu (CUDA)
+
+# Reductions over the rows of an (M, C) matrix. Thread (x) owns one channel c of one chunk
+# (y) of rows and sums down it in float64; threads next to each other read channels next to
+# each other, so each row is one coalesced read. Every chunk writes its own partial sums
+# (no atomics: the result does not depend on the order blocks run in), and the host adds
+# the few chunks' partials: a (chunks, 2, C) array, tiny next to the rows.
+_gpu.register("batchnorm_channel_sums", r"""
+extern "C" __global__ void batchnorm_channel_sums(
+        const T* rows, double* partial, long long M, int C, long long chunk_rows) {
+    long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    long long first = blockIdx.y * chunk_rows, last = min(M, first + chunk_rows);
+    double shift = rows[c];                  // the first row: see the module docstring
+    double sum = 0, sum_squares = 0;
+    for (long long m = first; m < last; ++m) {
+        double v = (double)rows[m * C + c] - shift;
+        sum += v;
+        sum_squares += v * v;
+    }
+    partial[(blockIdx.y * 2LL) * C + c] = sum;
+    partial[(blockIdx.y * 2LL + 1) * C + c] = sum_squares;
+}
+""")
+
+_gpu.register("batchnorm_backward_sums", r"""
+extern "C" __global__ void batchnorm_backward_sums(
+        const T* gy, const T* rows, const double* mean, double* partial, long long M, int C,
+        long long chunk_rows) {
+    long long c = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    long long first = blockIdx.y * chunk_rows, last = min(M, first + chunk_rows);
+    double sum_gy = 0, sum_gy_centered = 0;
+    for (long long m = first; m < last; ++m) {
+        double g = gy[m * C + c];
+        sum_gy += g;
+        sum_gy_centered += g * ((double)rows[m * C + c] - mean[c]);
+    }
+    partial[(blockIdx.y * 2LL) * C + c] = sum_gy;
+    partial[(blockIdx.y * 2LL + 1) * C + c] = sum_gy_centered;
+}
+""")
+
+#: threads per block across channels, and the most chunks of rows (blocks along y)
+CHANNEL_THREADS, MAX_CHUNKS = 128, 1024
+#: fewer rows than this per chunk would make the partial sums outweigh the work
+MIN_CHUNK_ROWS = 64
+
+
+def _chunks(rows_count, channels):
+    """(grid, block, rows per chunk) for a reduction over (rows_count, channels)."""
+    threads = min(CHANNEL_THREADS, channels)
+    chunk_rows = max(MIN_CHUNK_ROWS, -(-rows_count // MAX_CHUNKS))
+    grid = (-(-channels // threads), -(-rows_count // chunk_rows))
+    return grid, (threads,), chunk_rows
+
+
+def _reduce_rows(name, rows, *arrays):
+    """Launch reduction ``name`` over ``rows`` (M, C): the (2, C) float64 sums."""
+    cupy = get_array_module(rows)
+    M, C = rows.shape
+    grid, block, chunk_rows = _chunks(M, C)
+    partial = cupy.empty((grid[1], 2, C), dtype=cupy.float64)
+    _gpu.kernel(name, rows.dtype)(grid, block, (*arrays, partial, np.int64(M), np.int32(C),
+                                               np.int64(chunk_rows)))
+    return partial.sum(axis=0)
+
+
+def channel_stats_gpu(rows):
+    """(mean, biased variance) per column: one pass over the rows, float64 sums."""
+    cupy = get_array_module(rows)
+    rows = cupy.ascontiguousarray(rows)
+    sums = _reduce_rows("batchnorm_channel_sums", rows, rows)
+    shifted_mean = sums[0] / len(rows)
+    variance = cupy.maximum(sums[1] / len(rows) - shifted_mean ** 2, 0.0)
+    return rows[0].astype(cupy.float64) + shifted_mean, variance
+
+
+def backward_sums_gpu(gy, rows, mean):
+    """(Σ_m gy, Σ_m gy·(x − mean)) per column: one pass over gy and the rows."""
+    cupy = get_array_module(rows)
+    rows = cupy.ascontiguousarray(rows)
+    gy = cupy.ascontiguousarray(gy, dtype=rows.dtype)
+    sums = _reduce_rows("batchnorm_backward_sums", rows, gy, rows,
+                        cupy.ascontiguousarray(mean, dtype=cupy.float64))
+    return sums[0], sums[1]
+
+
+def scale_shift_gpu(rows, scale, shift):
+    """rows · scale + shift per column: one elementwise launch (scale, shift broadcast)."""
+    kernel = _gpu.elementwise("minicnn_scale_shift", "T x, T scale, T shift", "T y",
+                              "y = x * scale + shift")
+    return kernel(rows, scale.astype(rows.dtype, copy=False),
+                  shift.astype(rows.dtype, copy=False),
+                  get_array_module(rows).empty(rows.shape, rows.dtype))
+
+
+def scale_shift2_gpu(a, scale_a, b, scale_b, shift):
+    """a · scale_a + b · scale_b + shift per column: one elementwise launch."""
+    kernel = _gpu.elementwise("minicnn_scale_shift2",
+                              "T a, T scale_a, T b, T scale_b, T shift", "T y",
+                              "y = a * scale_a + b * scale_b + shift")
+    dtype = a.dtype
+    return kernel(a, scale_a.astype(dtype, copy=False), b.astype(dtype, copy=False),
+                  scale_b.astype(dtype, copy=False), shift.astype(dtype, copy=False),
+                  get_array_module(a).empty(a.shape, dtype))
 
 
 # ============================================================================ dispatch
