@@ -17,6 +17,7 @@ Kernels: ``RawKernel`` and ``ElementwiseKernel`` compile their CUDA C for the ho
 (``host_cuda``). Device queries, streams and the memory pool answer as one small GPU.
 """
 import functools
+import threading
 import types
 
 import numpy as np
@@ -55,13 +56,18 @@ def _on_device(result):
     return result
 
 
+_dispatch = threading.local()
+_dispatch.depth = 0
+
+
 class ndarray(np.ndarray):
     """``cupy.ndarray``: a NumPy array that the library treats as living on the GPU."""
 
     __module__ = "cupy"                # what minicnn.backend looks at to tell the device
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
-        _refuse_host_arrays(f"cupy.{ufunc.__name__}", inputs + tuple(out or ()))
+        if _dispatch.depth == 0:
+            _refuse_host_arrays(f"cupy.{ufunc.__name__}", inputs + tuple(out or ()))
         if out is not None:
             kwargs["out"] = tuple(_host_view(o) for o in out)
         result = getattr(ufunc, method)(*(_host_view(x) for x in inputs), **kwargs)
@@ -70,10 +76,17 @@ class ndarray(np.ndarray):
         return _on_device(result)
 
     def __array_function__(self, function, types, args, kwargs):
-        if any(not issubclass(t, ndarray) and issubclass(t, np.ndarray) for t in types):
+        # Only the outermost call is the caller's: NumPy's own implementations mix in host
+        # temporaries (zeros_like copies a host zero into its result), which CuPy's do not.
+        if _dispatch.depth == 0 and any(not issubclass(t, ndarray) and issubclass(t, np.ndarray)
+                                        for t in types):
             raise TypeError(f"numpy.{function.__name__}: a numpy.ndarray met a cupy.ndarray "
                             f"(CuPy does not copy between devices implicitly)")
-        return _on_device(super().__array_function__(function, types, args, kwargs))
+        _dispatch.depth += 1
+        try:
+            return _on_device(super().__array_function__(function, types, args, kwargs))
+        finally:
+            _dispatch.depth -= 1
 
     def __getitem__(self, index):
         return _on_device(super().__getitem__(index))
