@@ -1087,7 +1087,8 @@ def run(family, argv):
         else:
             model = build_model(architecture, entry.num_classes, entry.in_channels,
                                 settings["seed"])
-        probe_input(model, architecture, entry.in_channels, input_size, "cpu")
+        model.to(settings["device"])        # --measure runs its step where training would
+        probe_input(model, architecture, entry.in_channels, input_size, settings["device"])
         show_summary(architecture, model, entry.in_channels, input_size, settings["batch_size"],
                      args.measure)
     if args.export_onnx and not training:

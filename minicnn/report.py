@@ -105,10 +105,12 @@ def _footer(report):
         lines.append(
             f"Measured training step at batch {measured['batch_size']}: peak "
             f"{_bytes(measured['peak_bytes'])} (parameters and buffers "
-            f"{_bytes(measured['resident_bytes'])} + tracemalloc peak of NumPy allocations "
+            f"{_bytes(measured['resident_bytes'])} + {measured['measured_by']} "
             f"{_bytes(measured['step_peak_bytes'])}) vs rule of thumb "
-            f"{_bytes(measured['estimate_bytes'])} (ratio {ratio:.2f}); peak RSS grew by "
-            f"{_bytes(measured['rss_growth_bytes'])}; {measured['seconds']:.2f} s.")
+            f"{_bytes(measured['estimate_bytes'])} (ratio {ratio:.2f}); "
+            + (f"peak RSS grew by {_bytes(measured['rss_growth_bytes'])}; "
+               if measured["rss_growth_bytes"] is not None else "")
+            + f"{measured['seconds']:.2f} s.")
     return lines
 
 

@@ -373,24 +373,60 @@ def measure_training_step(model, input_shape, batch_size, seed=0):
     one momentum slot per parameter — what the 3·#params rule assumes.
 
     Returns a dict: ``peak_bytes`` = bytes of the parameters and buffers that exist before
-    the step + the peak of new allocations during it (``tracemalloc``: every NumPy array is
-    reported to it; memory that compiled kernels allocate outside NumPy is not),
-    ``resident_bytes``, ``step_peak_bytes``, ``rss_growth_bytes`` (growth of the process's
-    peak resident set; 0 when the process had already peaked higher) and ``seconds``.
+    the step + the peak of new allocations during it, ``resident_bytes``,
+    ``step_peak_bytes``, ``measured_by`` (what counted them), ``rss_growth_bytes`` and
+    ``seconds``. On the CPU ``tracemalloc`` counts (every NumPy array is reported to it;
+    memory that compiled kernels allocate outside NumPy is not) and ``rss_growth_bytes`` is
+    the growth of the process's peak resident set (0 when it had already peaked higher).
+    On the GPU CuPy's memory pool counts: emptied before the step, it keeps every block
+    the step frees for reuse, so its size after the step is the step's peak (an upper
+    bound: a freed block too small for a later request stays counted); the host's
+    resident set says nothing about GPU memory, so ``rss_growth_bytes`` is None.
     """
-    import resource
-
-    from minicnn import functional as F
-
     work = copy.deepcopy(model)       # measuring must not change the caller's weights
     params = list(work.parameters())
-    if params and get_array_module(params[0].data) is not np:
-        raise ValueError("summary(measure=True): measures host (NumPy) memory; the model "
-                         "lives on the GPU — move it to the CPU to measure")
+    xp = get_array_module(params[0].data) if params else np
     dtype = params[0].dtype if params else np.float32
     resident = (sum(p.data.nbytes for p in params)
                 + sum(b.nbytes for b in work.buffers() if b is not None))
     rng = np.random.default_rng(seed)
+    measure = _measure_on_host if xp is np else _measure_on_gpu
+    start = time.perf_counter()
+    step_peak, rss_growth, measured_by = measure(
+        lambda: _training_step(work, params, input_shape, batch_size, dtype, rng, xp), xp)
+    return {"batch_size": batch_size, "peak_bytes": resident + step_peak,
+            "resident_bytes": resident, "step_peak_bytes": step_peak,
+            "measured_by": measured_by, "rss_growth_bytes": rss_growth,
+            "seconds": time.perf_counter() - start}
+
+
+def _training_step(work, params, input_shape, batch_size, dtype, rng, xp):
+    from minicnn import functional as F
+
+    work.train()
+    x = Tensor(xp.asarray(rng.standard_normal((batch_size,) + tuple(input_shape)).astype(dtype)))
+    outputs = work(x)
+    # several outputs (GoogLeNet's auxiliary classifiers in training): sum their losses
+    loss = None
+    for out in (outputs if isinstance(outputs, (tuple, list)) else (outputs,)):
+        if out.ndim == 2:
+            labels = xp.asarray(rng.integers(0, out.shape[1], batch_size))
+            term = F.cross_entropy(out, labels)
+        else:
+            term = (out * out).mean()
+        loss = term if loss is None else loss + term
+    loss.backward()
+    slots = {}
+    for p in params:
+        if p.grad is not None:
+            slots[id(p)] = p.grad.copy()       # the momentum buffer
+            p.data -= 0.01 * slots[id(p)]
+
+
+def _measure_on_host(step, xp):
+    """(peak bytes NumPy allocated during ``step``, peak-RSS growth, what counted)."""
+    import resource
+
     gc.collect()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     already_tracing = tracemalloc.is_tracing()
@@ -400,35 +436,27 @@ def measure_training_step(model, input_shape, batch_size, seed=0):
     else:
         tracemalloc.start()
         base = 0
-    start = time.perf_counter()
     try:
-        work.train()
-        x = Tensor(rng.standard_normal((batch_size,) + tuple(input_shape)).astype(dtype))
-        outputs = work(x)
-        # several outputs (GoogLeNet's auxiliary classifiers in training): sum their losses
-        loss = None
-        for out in (outputs if isinstance(outputs, (tuple, list)) else (outputs,)):
-            if out.ndim == 2:
-                term = F.cross_entropy(out, rng.integers(0, out.shape[1], batch_size))
-            else:
-                term = (out * out).mean()
-            loss = term if loss is None else loss + term
-        loss.backward()
-        slots = {}
-        for p in params:
-            if p.grad is not None:
-                slots[id(p)] = p.grad.copy()       # the momentum buffer
-                p.data -= 0.01 * slots[id(p)]
+        step()
         _, peak = tracemalloc.get_traced_memory()
     finally:
         if not already_tracing:
             tracemalloc.stop()
-    seconds = time.perf_counter() - start
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    step_peak = peak - base
-    return {"batch_size": batch_size, "peak_bytes": resident + step_peak,
-            "resident_bytes": resident, "step_peak_bytes": step_peak,
-            "rss_growth_bytes": max(0, rss_after - rss_before) * 1024, "seconds": seconds}
+    return (peak - base, max(0, rss_after - rss_before) * 1024,
+            "tracemalloc peak of NumPy allocations")
+
+
+def _measure_on_gpu(step, cupy):
+    """(growth of CuPy's memory pool over ``step``, None, what counted): see above."""
+    pool = cupy.get_default_memory_pool()
+    gc.collect()
+    cupy.cuda.Device().synchronize()
+    pool.free_all_blocks()                 # the pool now holds only live arrays
+    before = pool.total_bytes()
+    step()
+    cupy.cuda.Device().synchronize()
+    return pool.total_bytes() - before, None, "growth of CuPy's GPU memory pool"
 
 
 # ============================================================================ summary

@@ -254,7 +254,8 @@ class BlockedIm2col:
     """Im2colGemm one sub-batch of samples at a time (one group): samples share no input
     pixels, so each block is a convolution of its own, and a block's column matrix
     (≤ BLOCK_BYTES) is still in cache when its GEMM reads it. gw sums over blocks (a sum
-    over rows splits)."""
+    over rows splits). On the GPU the blocks are GPU_BLOCK_BYTES: there the point is a
+    bounded column matrix, not the cache."""
     name = "blocked"
 
     @staticmethod
@@ -268,7 +269,7 @@ class BlockedIm2col:
         wmat = weight_matrix(w, g)[0]                         # (K, CO)
         rows = g.OH * g.OW
         y = xp.empty((g.M, g.CO), dtype=xp.result_type(x, wmat))
-        for first, last in sample_blocks(g.N, rows * g.K * x.itemsize, BLOCK_BYTES):
+        for first, last in sample_blocks(g.N, rows * g.K * x.itemsize, block_bytes(x)):
             cols = im2col(x[first:last], g.with_batch(last - first))[0]
             xp.matmul(cols, wmat, out=y[first * rows:last * rows])
         ctx.save_for_backward(x, wmat)
@@ -283,7 +284,7 @@ class BlockedIm2col:
         rows = g.OH * g.OW
         gwmat = xp.zeros((1,) + wmat.shape, dtype=gy.dtype) if need_w else None
         gx = xp.empty((g.N, g.H, g.W, g.C), dtype=gy.dtype) if need_x else None
-        for first, last in sample_blocks(g.N, rows * g.K * x.itemsize, BLOCK_BYTES):
+        for first, last in sample_blocks(g.N, rows * g.K * x.itemsize, block_bytes(x)):
             block, gy_block = g.with_batch(last - first), gy[first * rows:last * rows]
             if need_w:
                 gwmat[0] += im2col(x[first:last], block)[0].T @ gy_block
@@ -386,6 +387,11 @@ class Winograd:
                 (last - first, t.H, t.W, t.C), (t.PH, t.PW), t.m, x.dtype)
 
 
+def block_bytes(x):
+    """The column bytes BlockedIm2col gives one block of ``x``'s samples on its device."""
+    return GPU_BLOCK_BYTES if device_of(x) == "gpu" else BLOCK_BYTES
+
+
 def sample_blocks(N, per_sample_bytes, budget):
     """(first, last) ranges of samples, each holding about ``budget`` bytes."""
     step = max(1, budget // per_sample_bytes)
@@ -413,6 +419,11 @@ KEEP_COLUMNS_BYTES = 16 << 20
 # make GEMMs too small to split: there blocking was slower.
 BLOCK_BYTES = 4 << 20
 BLOCKED_MIN_K = 256
+# On the GPU a GEMM wants every row it can get, so columns are split only when they would
+# be large: VGG-16's conv1_2 at batch 128 (M = 6.4 M rows of K = 576) would need 14.8 GB of
+# float32 columns, more than most GPUs hold. Blocks of 256 MB keep each GEMM long enough to
+# fill the device (≥ 100 k rows for K ≤ 576) and the columns bounded.
+GPU_BLOCK_BYTES = 256 << 20
 
 # Winograd F(4×4, 3×3) with at least WINOGRAD_MIN_CHANNELS input and output channels:
 # below it the tile transforms, not the GEMMs, take the time. (ResNet-20 on 28×28 at batch
@@ -454,6 +465,8 @@ def choose_algorithm(geometry, device, requested=None):
     if Pointwise.applies(g, device):
         return Pointwise
     if device == "cpu" and g.G == 1 and g.K >= BLOCKED_MIN_K:
+        return BlockedIm2col
+    if device == "gpu" and g.G == 1 and g.M * g.K * 4 > GPU_BLOCK_BYTES:   # float32 columns
         return BlockedIm2col
     return Im2colGemm
 

@@ -19,6 +19,7 @@ Kernels: ``RawKernel`` and ``ElementwiseKernel`` compile their CUDA C for the ho
 import functools
 import threading
 import types
+import weakref
 
 import numpy as np
 
@@ -46,7 +47,11 @@ def _host_view(value):
 def _on_device(result):
     """What CuPy returns for ``result``: arrays on the device, scalars as 0-d arrays."""
     if isinstance(result, np.ndarray):
-        return result if isinstance(result, ndarray) else result.view(ndarray)
+        if isinstance(result, ndarray):
+            return result
+        if result.base is None:                   # fresh memory: the pool hands it out
+            _memory_pool.allocated(result)
+        return result.view(ndarray)
     if isinstance(result, np.generic) and not isinstance(result, (np.bytes_, np.str_)):
         return np.asarray(result).view(ndarray)
     if isinstance(result, tuple):
@@ -87,6 +92,10 @@ class ndarray(np.ndarray):
             return _on_device(super().__array_function__(function, types, args, kwargs))
         finally:
             _dispatch.depth -= 1
+
+    def __array_finalize__(self, source):
+        if self.base is None and source is not None:   # a copy made by an array method
+            _memory_pool.allocated(self)
 
     def __getitem__(self, index):
         return _on_device(super().__getitem__(index))
@@ -240,14 +249,29 @@ class _Runtime:
 
 
 class _MemoryPool:
+    """CuPy's pool, as far as it shows: ``used_bytes`` is the memory of live arrays;
+    ``total_bytes`` also holds what freed arrays gave back (the pool keeps it for reuse,
+    so it is the peak since the last ``free_all_blocks``). No block rounding here."""
+
+    def __init__(self):
+        self._used = self._total = 0
+
+    def allocated(self, owner):
+        self._used += owner.nbytes
+        self._total = max(self._total, self._used)
+        weakref.finalize(owner, self._freed, owner.nbytes)
+
+    def _freed(self, nbytes):
+        self._used -= nbytes
+
     def used_bytes(self):
-        return 0
+        return self._used
 
     def total_bytes(self):
-        return 0
+        return self._total
 
     def free_all_blocks(self):
-        pass
+        self._total = self._used
 
     def set_limit(self, size=None, fraction=None):
         pass
