@@ -20,13 +20,21 @@ from minicnn.kernels import _gpu, batchnorm, channels_last, depthwise, im2col as
 from minicnn.kernels import optim as optim_kernels, pool, random as random_kernels
 from minicnn.kernels.im2col import ConvGeometry
 from minicnn.kernels.registry import KERNELS
-from tests.gpu_emulation import emulated_gpu, host_cuda
+from tests.gpu_emulation import GPU_KINDS, emulated_gpu, host_cuda, on_gpu
 from tests.test_conv import _arrays, conv_settings
 from tests.test_kernels_pool import pool_problems
 
 
+@pytest.fixture(scope="module", params=GPU_KINDS)
+def cupy(request):
+    """The emulated GPU; on a machine with a CUDA GPU, that GPU too (marked ``gpu``)."""
+    with on_gpu(request.param) as module:
+        yield module
+
+
 @pytest.fixture(scope="module")
-def cupy():
+def emulated():
+    """The emulation alone: for the tests of the emulation's own rules."""
     with emulated_gpu() as module:
         yield module
 
@@ -44,13 +52,14 @@ def test_inside_the_emulation_minicnn_sees_a_gpu_and_outside_it_does_not():
     assert gpu_available() == real
 
 
-def test_a_host_array_meeting_a_device_array_is_refused_as_cupy_refuses_it(cupy):
-    device, host = cupy.ones(3), np.ones(3)
-    for mix in (lambda: device + host, lambda: host * device, lambda: cupy.maximum(device, host),
-                lambda: np.concatenate([device, host]), lambda: cupy.concatenate([device, host])):
+def test_a_host_array_meeting_a_device_array_is_refused_as_cupy_refuses_it(emulated):
+    device, host = emulated.ones(3), np.ones(3)
+    for mix in (lambda: device + host, lambda: host * device,
+                lambda: emulated.maximum(device, host), lambda: np.concatenate([device, host]),
+                lambda: emulated.concatenate([device, host])):
         with pytest.raises(TypeError, match="numpy.ndarray met a cupy.ndarray"):
             mix()
-    assert float(cupy.asarray(host).sum()) == 3.0           # an explicit transfer is fine
+    assert float(emulated.asarray(host).sum()) == 3.0           # an explicit transfer is fine
 
 
 _CHECKED = r"""
@@ -62,18 +71,19 @@ extern "C" __global__ void scaled_copy(const T* x, T* y, int n, T factor) {
 """
 
 
-def test_a_launch_is_checked_against_the_kernel_parameter_list(cupy):
-    kernel = cupy.RawKernel(_gpu.typed_source(_CHECKED, np.float32), "scaled_copy")
-    x, y = cupy.arange(10, dtype=cupy.float32), cupy.zeros(10, cupy.float32)
+def test_a_launch_is_checked_against_the_kernel_parameter_list(emulated):
+    kernel = emulated.RawKernel(_gpu.typed_source(_CHECKED, np.float32), "scaled_copy")
+    x, y = emulated.arange(10, dtype=emulated.float32), emulated.zeros(10, emulated.float32)
     kernel((3,), (4,), (x, y, np.int32(10), np.float32(2)))  # 12 threads for 10 elements
     np.testing.assert_array_equal(y.get(), np.arange(10) * 2)
     refusals = [
-        ((x.astype(cupy.float64), y, np.int32(10), np.float32(2)), "expected an array of float32"),
+        ((x.astype(emulated.float64), y, np.int32(10), np.float32(2)),
+         "expected an array of float32"),
         ((x, y, 10, np.float32(2)), "argument 2 .n, int.: expected numpy.int32, got int"),
         ((x, y, np.int64(10), np.float32(2)), "expected numpy.int32, got numpy.int64"),
         ((x, y, np.int32(10)), "takes 4 arguments, the launch passes 3"),
         ((x.get(), y, np.int32(10), np.float32(2)), "expected a cupy.ndarray, got ndarray"),
-        ((cupy.arange(20, dtype=cupy.float32)[::2], y, np.int32(10), np.float32(2)),
+        ((emulated.arange(20, dtype=emulated.float32)[::2], y, np.int32(10), np.float32(2)),
          "not C-contiguous"),
     ]
     for arguments, message in refusals:
@@ -107,34 +117,34 @@ extern "C" __global__ void divergent(T* out) {
 """
 
 
-def test_syncthreads_holds_every_thread_of_a_block_until_all_arrive(cupy):
+def test_syncthreads_holds_every_thread_of_a_block_until_all_arrive(emulated):
     """A tree reduction in shared memory is right only if no thread reads a partial sum
     before its owner wrote it: the barrier is kept, for several blocks."""
-    x = cupy.asarray(np.random.default_rng(0).standard_normal((5, 300)))
-    out = cupy.zeros(5)
-    cupy.RawKernel(_gpu.typed_source(_BLOCK_SUM, np.float64), "block_sum")(
+    x = emulated.asarray(np.random.default_rng(0).standard_normal((5, 300)))
+    out = emulated.zeros(5)
+    emulated.RawKernel(_gpu.typed_source(_BLOCK_SUM, np.float64), "block_sum")(
         (5,), (64,), (x, out, np.int32(300)))
     np.testing.assert_allclose(out.get(), x.get().sum(axis=1), rtol=1e-12)
-    kernel = cupy.RawKernel(_gpu.typed_source(_DIVERGENT, np.float64), "divergent")
+    kernel = emulated.RawKernel(_gpu.typed_source(_DIVERGENT, np.float64), "divergent")
     with pytest.raises(RuntimeError, match="disagreed on __syncthreads"):
-        kernel((1,), (8,), (cupy.zeros(8),))
+        kernel((1,), (8,), (emulated.zeros(8),))
 
 
-def test_elementwise_kernels_bind_types_and_broadcast_as_cupy_does(cupy):
-    kernel = cupy.ElementwiseKernel("T x, T scale", "T y", "y = x * scale + i", "affine")
-    x = cupy.asarray(np.arange(6.0).reshape(2, 3))
-    y = kernel(x, cupy.asarray([1.0, 2.0, 3.0]), cupy.empty((2, 3)))
+def test_elementwise_kernels_bind_types_and_broadcast_as_cupy_does(emulated):
+    kernel = emulated.ElementwiseKernel("T x, T scale", "T y", "y = x * scale + i", "affine")
+    x = emulated.asarray(np.arange(6.0).reshape(2, 3))
+    y = kernel(x, emulated.asarray([1.0, 2.0, 3.0]), emulated.empty((2, 3)))
     np.testing.assert_array_equal(y.get(), np.arange(6.0).reshape(2, 3) * [1, 2, 3]
                                   + np.arange(6).reshape(2, 3))
     with pytest.raises(TypeError, match="type T is bound to float64 and float32"):
-        kernel(x, cupy.ones(3, cupy.float32), cupy.empty((2, 3)))
+        kernel(x, emulated.ones(3, emulated.float32), emulated.empty((2, 3)))
 
 
-def test_a_kernel_that_g_plus_plus_refuses_says_why(cupy):
-    kernel = cupy.RawKernel("typedef float T;\nextern \"C\" __global__ void broken(T* x) "
+def test_a_kernel_that_g_plus_plus_refuses_says_why(emulated):
+    kernel = emulated.RawKernel("typedef float T;\nextern \"C\" __global__ void broken(T* x) "
                             "{ x[0] = undefined_name; }", "broken")
     with pytest.raises(host_cuda.HostCompileError, match="undefined_name"):
-        kernel((1,), (1,), (cupy.zeros(1, cupy.float32),))
+        kernel((1,), (1,), (emulated.zeros(1, emulated.float32),))
 
 
 # ============================================================================ every kernel
@@ -159,7 +169,7 @@ def _tolerance(dtype):
     return dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
 
 
-@settings(deadline=None, max_examples=15)
+@settings(deadline=None)
 @given(conv_settings(), DTYPES)
 def test_im2col_and_col2im_cuda_equal_reference(cupy, case, dtype):
     x, w, _ = _arrays(case, dtype)
@@ -174,7 +184,7 @@ def test_im2col_and_col2im_cuda_equal_reference(cupy, case, dtype):
                                im2col_kernels.col2im_reference(c, g), **_tolerance(dtype))
 
 
-@settings(deadline=None, max_examples=15)
+@settings(deadline=None)
 @given(st.integers(1, 3), st.integers(1, 5), st.sampled_from([1, 2]), st.integers(1, 3),
        st.integers(1, 2), st.integers(0, 1), st.integers(1, 2), st.integers(0, 2 ** 16), DTYPES)
 def test_depthwise_cuda_equals_reference(cupy, n, channels, mult, kernel, stride, padding,
@@ -196,7 +206,7 @@ def test_depthwise_cuda_equals_reference(cupy, n, channels, mult, kernel, stride
                                depthwise.backward_weight_reference(gy, x, g, mult), **close)
 
 
-@settings(deadline=None, max_examples=15)
+@settings(deadline=None)
 @given(pool_problems(), DTYPES)
 def test_max_pool_cuda_equals_reference(cupy, p, dtype):
     x = p["x"].astype(dtype)
@@ -213,7 +223,7 @@ def test_max_pool_cuda_equals_reference(cupy, p, dtype):
                                **_tolerance(dtype))
 
 
-@settings(deadline=None, max_examples=15)
+@settings(deadline=None)
 @given(pool_problems(dilated=False), DTYPES)
 def test_avg_pool_cuda_equals_reference(cupy, p, dtype):
     x = p["x"].astype(dtype)
@@ -243,7 +253,7 @@ def test_nan_propagates_through_max_pooling_on_the_gpu_as_on_the_cpu(cupy):
     np.testing.assert_array_equal(argmax.get(), arg_ref)
 
 
-@settings(deadline=None, max_examples=15)
+@settings(deadline=None)
 @given(st.integers(2, 300), st.integers(1, 140), st.floats(-50, 50), st.integers(0, 2**31 - 1),
        DTYPES)
 def test_batchnorm_cuda_kernels_equal_cpu_and_reference(cupy, rows_count, channels, offset,

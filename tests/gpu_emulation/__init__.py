@@ -18,7 +18,10 @@ threads (they run one after another) and timing; the ``gpu``-marked tests on a r
 cover those.
 """
 import contextlib
+import shutil
 import sys
+
+import pytest
 
 from tests.gpu_emulation import fake_cupy
 
@@ -43,3 +46,36 @@ def emulated_gpu():
                 sys.modules.pop(name, None)
             else:
                 sys.modules[name] = module
+
+
+def _real_gpu_available():
+    from minicnn.backend import gpu_available
+    return gpu_available()
+
+
+#: the GPUs a test of GPU code runs on: the emulation always (it needs g++), a real CUDA
+#: GPU where there is one (marked ``gpu``: ``pytest -m gpu`` on a GPU machine runs the
+#: same checks against CuPy itself, as benchmarks/gpu_check.py does)
+GPU_KINDS = [
+    pytest.param("emulated", marks=pytest.mark.skipif(
+        shutil.which("g++") is None, reason="the GPU emulation compiles CUDA C with g++, "
+                                             "which this machine lacks")),
+    pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+        not _real_gpu_available(), reason="no CUDA GPU with CuPy on this machine")]),
+]
+
+
+@contextlib.contextmanager
+def on_gpu(kind):
+    """The ``cupy`` module of ``kind`` ("emulated" or "cuda") for the block."""
+    if kind == "emulated":
+        with emulated_gpu() as module:
+            yield module
+        return
+    from minicnn.backend import cupy_or_none
+    from minicnn.kernels import _gpu
+    _gpu.forget_compiled()
+    try:
+        yield cupy_or_none()
+    finally:
+        _gpu.forget_compiled()

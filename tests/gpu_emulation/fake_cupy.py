@@ -178,7 +178,7 @@ def get_array_module(*arrays):
     return sys.modules[__name__] if any(isinstance(a, ndarray) for a in arrays) else np
 
 
-# ============================================================================ device, streams, memory
+# ====================================================================== device, streams, memory
 
 class _Stream:
     null = None
