@@ -6,8 +6,11 @@ It runs, each step under its own time limit so that one hang cannot eat the devi
 and prints a block a closing note can quote as it is:
 
 1. the device: GPU name, memory, CUDA runtime and CuPy versions;
-2. ``pytest -m gpu``: the tests that need a real GPU (kernels against their references,
-   batch norm, pooling, dropout, the CUDA sources compiled by NVRTC);
+2. ``pytest -m "gpu and not slow"``: the tests that need a real GPU — among them every
+   test the default suite runs on the emulated GPU (tests/test_gpu_emulated_*.py: each
+   CUDA kernel against its reference, the fast zoo families forward and backward against
+   the CPU, fit() resumed bit for bit with every optimizer, the ``--device gpu`` command
+   lines), now against CuPy and the device itself;
 3. LeNet-5 trained on MNIST with ``--device gpu`` (one epoch): test accuracy and img/s;
 4. benchmark rows on the GPU (``python -m benchmarks --device gpu``), with PyTorch's CUDA
    figures beside them when an interpreter with PyTorch is found.
@@ -75,8 +78,9 @@ def main(argv=None):
     print(f"device: {device}")
     python = sys.executable
     results = {
-        "pytest -m gpu": run_step("GPU tests", [python, "-m", "pytest", "-q", "-m", "gpu",
-                                                "-p", "no:cacheprovider"], STEP_LIMITS["pytest"]),
+        "pytest -m gpu": run_step("GPU tests", [python, "-m", "pytest", "-q", "-m",
+                                                "gpu and not slow", "-p", "no:cacheprovider"],
+                                  STEP_LIMITS["pytest"]),
         "LeNet-5 on MNIST": run_step(
             "LeNet-5, MNIST, --device gpu, one epoch",
             [python, "-m", "architectures.lenet5", "--train", "mnist", "--device", "gpu",

@@ -1,10 +1,13 @@
-"""benchmarks/gpu_check.py: the one-call GPU check refuses clearly where there is no GPU."""
+"""benchmarks/gpu_check.py: the one-call GPU check refuses clearly where there is no GPU, and
+on the emulated GPU it names the device and runs its three steps on the GPU."""
 import subprocess
 import sys
 
 import pytest
 
+from benchmarks import gpu_check
 from minicnn.backend import gpu_available
+from tests.gpu_emulation import emulated_gpu
 
 
 @pytest.mark.skipif(gpu_available(), reason="this machine has a GPU: the check would run")
@@ -22,3 +25,23 @@ def test_the_benchmark_worker_refuses_an_unknown_device():
                              "--model", "lenet5", "--batch", "2", "--size", "28",
                              "--device", "tpu"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "invalid choice: 'tpu'" in result.stderr
+
+
+def test_on_a_gpu_it_names_the_device_and_runs_each_step_there(monkeypatch, capsys):
+    steps = []
+
+    def record(title, command, limit, keep_last=12):
+        steps.append((title, command, limit))
+        return True
+    monkeypatch.setattr(gpu_check, "run_step", record)
+    with emulated_gpu():
+        assert gpu_check.main(["--torch-python", "/opt/torch/bin/python"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("device: host emulation of a CUDA GPU, 16 GiB, CUDA runtime 12.4")
+    assert "summary: pytest -m gpu ok; LeNet-5 on MNIST ok; benchmarks ok" in out
+    (_, tests, _), (_, lenet, _), (_, benchmark, _) = steps
+    assert tests[-4:-2] == ["-m", "gpu and not slow"]
+    assert lenet[lenet.index("--device") + 1] == "gpu" and "mnist" in lenet
+    assert benchmark[benchmark.index("--device") + 1] == "gpu"
+    assert benchmark[-2:] == ["--torch-python", "/opt/torch/bin/python"]
+    assert sum(limit for _, _, limit in steps) <= 9 * 60       # and the install before them
