@@ -45,3 +45,17 @@ def test_on_a_gpu_it_names_the_device_and_runs_each_step_there(monkeypatch, caps
     assert benchmark[benchmark.index("--device") + 1] == "gpu"
     assert benchmark[-2:] == ["--torch-python", "/opt/torch/bin/python"]
     assert sum(limit for _, _, limit in steps) <= 9 * 60       # and the install before them
+
+
+def test_the_benchmark_worker_measures_a_gpu_step_on_the_emulated_gpu():
+    """The worker's GPU branch: the model moved, every step synchronised, the peak read
+    from CuPy's memory pool (what the device check's benchmark rows report)."""
+    import argparse
+    from benchmarks import worker
+    args = argparse.Namespace(model="lenet5", batch=2, size=28, channels=1, classes=10,
+                              repeat=2, warmup=1, threads=1, device="gpu")
+    with emulated_gpu():
+        result = worker.run_minicnn(args)
+    assert result["device"] == "gpu" and result["params"] == 44_426
+    assert result["gpu_peak_mb"] > 0
+    assert result["train"]["median"] > 0 and result["inference"]["median"] > 0
