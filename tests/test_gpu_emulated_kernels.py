@@ -216,11 +216,12 @@ def test_max_pool_cuda_equals_reference(cupy, p, dtype):
     assert y.dtype == dtype and argmax.dtype == np.int32
     np.testing.assert_array_equal(y.get(), y_ref)
     np.testing.assert_array_equal(argmax.get(), arg_ref)
+    # the backward adds in the reference's order (no atomics): equal bit for bit
     gy = p["rng"].standard_normal(y_ref.shape).astype(dtype)
     in_size = x.shape[1:3]
-    np.testing.assert_allclose(pool.max_pool_backward_cuda(cupy.asarray(gy), argmax, in_size).get(),
-                               pool.max_pool_backward_reference(gy, arg_ref, in_size),
-                               **_tolerance(dtype))
+    np.testing.assert_array_equal(
+        pool.max_pool_backward_cuda(cupy.asarray(gy), argmax, in_size).get(),
+        pool.max_pool_backward_reference(gy, arg_ref, in_size))
 
 
 @settings(deadline=None)
@@ -234,6 +235,27 @@ def test_avg_pool_cuda_equals_reference(cupy, p, dtype):
     args = (p["kernel"], p["stride"], p["padding"], x.shape[1:3], p["include_pad"])
     np.testing.assert_allclose(pool.avg_pool_backward_cuda(cupy.asarray(gy), *args).get(),
                                pool.avg_pool_backward_reference(gy, *args), **_tolerance(dtype))
+
+
+def test_max_pool_backward_sums_overlapping_windows_in_a_fixed_order(cupy):
+    """3×3 windows at stride 2 over a 9×9 hill whose top (4, 4) lies in four windows: cells
+    shared by neighbouring windows receive several gradients. The sums equal the
+    reference's bit for bit, run after run (issue 19, defect 8). The emulation runs threads
+    one after another, so on it atomics would agree too: that no thread races another for
+    a cell is read from the source, and a real GPU runs the repetitions."""
+    assert "atomic" not in _gpu.SOURCES["max_pool_backward_nhwc"]
+    rows, columns = np.mgrid[0:9, 0:9]
+    hill = -((rows - 4.0) ** 2 + (columns - 4.0) ** 2) + 0.01 * rows
+    x = np.repeat(hill[None, :, :, None], 3, axis=3).repeat(2, axis=0).astype(np.float32)
+    args = ((3, 3), (2, 2), (0, 0), (1, 1), (4, 4))
+    _, arg_ref = pool.max_pool_forward_reference(x, *args)
+    assert np.sum(arg_ref[0, :, :, 0] == 4 * 9 + 4) == 4         # four windows share the top
+    gy = np.random.default_rng(0).standard_normal((2, 4, 4, 3)).astype(np.float32) / 3
+    expected = pool.max_pool_backward_reference(gy, arg_ref, (9, 9))
+    _, argmax = pool.max_pool_forward_cuda(cupy.asarray(x), *args)
+    for _ in range(3):
+        gx = pool.max_pool_backward_cuda(cupy.asarray(gy), argmax, (9, 9)).get()
+        np.testing.assert_array_equal(gx, expected)
 
 
 def test_a_window_of_padding_only_gives_minus_infinity_and_no_gradient(cupy):

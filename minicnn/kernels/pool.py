@@ -57,8 +57,10 @@ Versions
                  only its rows. Max backward: scatter through argmax, parallel over
                  samples (a thread owns a sample's whole gx, so no two threads add to one
                  cell). Average backward: gather, parallel over input rows.
-``*_cuda``       CUDA, one thread per element written: forwards and the average backward
-                 gather; the max backward scatters with atomicAdd.
+``*_cuda``       CUDA. Forwards and the average backward: one thread per element written,
+                 a gather. Max backward: scatter through argmax, one thread per (sample,
+                 channel) column, walking the windows in order — no atomics, so the sums
+                 are the reference's, bit for bit, and a GPU run repeats exactly.
 Each kernel is registered once with its three versions (``minicnn/kernels/registry.py``),
 which picks by the array's device and the kernel mode.
 
@@ -357,18 +359,25 @@ extern "C" __global__ void max_pool_forward_nhwc(
 }
 """)
 
-# Scatter with atomicAdd: windows that overlap (3×3 stride 2) can share a maximum, so two
-# threads may add to one gx cell. The order of those (rare) additions is not fixed.
+# Scatter without atomics: windows that overlap (3×3 stride 2) can share a maximum, so two
+# windows may add to one gx cell. atomicAdd would make the order of those additions — and
+# so the float sum's last bits — vary from run to run, and a resumed GPU run would drift
+# from an uninterrupted one. Instead thread (n, c) owns the column gx[n, :, :, c] and walks
+# the windows (i, j) in order, as the reference does: deterministic, equal to the CPU bit
+# for bit. Threads next to each other take channels next to each other, so each window's
+# read of gy and argmax, and each write to gx, is one coalesced access per warp.
 _gpu.register("max_pool_backward_nhwc", r"""
 extern "C" __global__ void max_pool_backward_nhwc(
         const T* gy, const int* argmax, T* gx, int N, int OH, int OW, int C, int H, int W) {
-    long long total = (long long)N * OH * OW * C;
+    long long total = (long long)N * C;                 // gx is zeroed by the caller
     for (long long t = blockIdx.x * (long long)blockDim.x + threadIdx.x; t < total;
          t += (long long)blockDim.x * gridDim.x) {
+        long long n = t / C;
         int c = t % C;
-        long long n = t / ((long long)C * OW * OH);
-        int flat = argmax[t];
-        if (flat >= 0) atomicAdd(&gx[(n * H * W + flat) * C + c], gy[t]);
+        for (long long window = n * OH * OW; window < (n + 1) * OH * OW; ++window) {
+            int flat = argmax[window * C + c];
+            if (flat >= 0) gx[(n * H * W + flat) * C + c] += gy[window * C + c];
+        }
     }
 }
 """)
@@ -445,13 +454,13 @@ def max_pool_forward_cuda(x, kernel_size, stride, padding, dilation, out_size):
 
 
 def max_pool_backward_cuda(gy, argmax, in_size):
-    """gx of max pooling; CUDA, one thread per gy element, atomicAdd into gx."""
+    """gx of max pooling; CUDA, one thread per (sample, channel) column of gx."""
     cupy = get_array_module(gy)
     gy, argmax = cupy.ascontiguousarray(gy), cupy.ascontiguousarray(argmax)
     N, OH, OW, C = gy.shape
     H, W = in_size
     gx = cupy.zeros((N, H, W, C), gy.dtype)
-    _gpu.launch("max_pool_backward_nhwc", gy.dtype, gy.size, gy, argmax, gx,
+    _gpu.launch("max_pool_backward_nhwc", gy.dtype, N * C, gy, argmax, gx,
                 *_int32(N, OH, OW, C, H, W))
     return gx
 
