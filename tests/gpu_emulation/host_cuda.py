@@ -210,7 +210,7 @@ class ElementwiseKernel:
                                 f"{dtype} by argument {name}")
         return bound
 
-    def __call__(self, *arguments, size=None):
+    def __call__(self, *arguments):
         from tests.gpu_emulation.fake_cupy import ndarray
         parameters = self.inputs + self.outputs
         if len(arguments) != len(parameters):
