@@ -59,7 +59,11 @@ def test_a_host_array_meeting_a_device_array_is_refused_as_cupy_refuses_it(emula
                 lambda: emulated.concatenate([device, host])):
         with pytest.raises(TypeError, match="numpy.ndarray met a cupy.ndarray"):
             mix()
-    assert float(emulated.asarray(host).sum()) == 3.0           # an explicit transfer is fine
+    with pytest.raises(TypeError, match="can only be copied in whole"):
+        device[1:] = host[1:]
+    device[...] = host * 2                                       # a whole copy is allowed
+    assert float(emulated.asarray(host).sum()) == 3.0           # an explicit transfer too
+    assert float(device.sum()) == 6.0
 
 
 _CHECKED = r"""

@@ -9,9 +9,12 @@ mixes devices fails here as it would on a GPU:
   ``cupy.ndarray`` is a ``TypeError`` (CuPy never copies implicitly);
 * reductions and scalar indexing return 0-d arrays, not NumPy scalars, as CuPy does.
 
-One blind spot, said plainly: ``numpy.asarray(gpu_array)`` succeeds here (NumPy gives a
-subclass no hook to refuse it) where CuPy raises; ``.get()``/``cupy.asnumpy`` are the
-spellings that work on both.
+* a NumPy array assigned into part of a ``cupy.ndarray`` is a ``TypeError`` (CuPy copies
+  one in only whole: ``gpu[...] = host``).
+
+Blind spots, said plainly: ``numpy.asarray(gpu_array)`` and ``host[...] = gpu_array``
+succeed here (NumPy gives a subclass no hook to refuse them) where CuPy raises;
+``.get()``/``cupy.asnumpy`` are the spellings that work on both.
 
 Kernels: ``RawKernel`` and ``ElementwiseKernel`` compile their CUDA C for the host
 (``host_cuda``). Device queries, streams and the memory pool answer as one small GPU.
@@ -99,6 +102,14 @@ class ndarray(np.ndarray):
 
     def __getitem__(self, index):
         return _on_device(super().__getitem__(index))
+
+    def __setitem__(self, index, value):
+        # CuPy copies a host array in only as ``gpu[:] = host`` (or ``gpu[...] = host``)
+        whole = index is Ellipsis or (isinstance(index, slice) and index == slice(None))
+        if _is_host_array(value) and value.ndim > 0 and not whole:
+            raise TypeError("cupy.ndarray.__setitem__: a numpy.ndarray can only be copied "
+                            "in whole (gpu[...] = host); cupy.asarray it first")
+        super().__setitem__(index, value)
 
     def get(self, stream=None, order="C", out=None):
         """A copy in host memory (``numpy.ndarray``)."""
