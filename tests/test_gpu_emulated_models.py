@@ -13,8 +13,8 @@ state and checkpoints between devices, the CLI's ``--device gpu`` paths.
   ``slow``);
 * ``fit()`` with every optimizer, checkpointed and resumed: bit for bit the straight run;
 * the defects of issue 19 that a first GPU run would hit, each on the GPU path;
-* the command line: train, evaluate, predict and ``--summary --measure`` with
-  ``--device gpu``, in-process.
+* the command lines, in-process: train, evaluate, predict and ``--summary --measure``
+  with ``--device gpu``, and the detection command's training on the GPU.
 """
 import copy
 from pathlib import Path
@@ -303,3 +303,24 @@ def test_summary_measure_runs_its_step_on_the_gpu(cupy, pictures, tmp_path, caps
     assert "peak RSS" not in line                 # the host's resident set is not GPU memory
     growth = line.split("growth of CuPy's GPU memory pool ")[1].split(")")[0]
     assert growth != "0 B"
+
+
+def test_the_detection_command_trains_and_evaluates_on_the_gpu(cupy, tmp_path, monkeypatch):
+    """The detection command's ``--device gpu``: the tiny stand-in detector of
+    tests/test_detection_train.py trained one step on each device ends with the same
+    weights (float32: to rounding), and its epoch's COCO mAP is computed from the GPU
+    model's detections (NMS and box decoding on GPU outputs)."""
+    import minicnn.data.mnist
+    from minicnn.optim import load_checkpoint
+    from tests.test_detection_train import fake_mnist, run as run_detection
+    monkeypatch.setattr(minicnn.data.mnist, "load_mnist", lambda data_dir=None: fake_mnist())
+    argv = ["--train", "mnist-detection", "--input-size", "128", "--epochs", "1",
+            "--batch-size", "4", "--train-count", "4", "--test-count", "2", "--no-progress",
+            "--lr", "0.01"]
+    run_detection(argv + ["--save", str(tmp_path / "cpu.npz"), "--device", "cpu"])
+    lines = []
+    run_detection(argv + ["--save", str(tmp_path / "gpu.npz"), "--device", "gpu"], lines)
+    assert any(line.startswith("epoch 1/1  loss") and "test mAP" in line for line in lines)
+    cpu, gpu = (load_checkpoint(tmp_path / name)["model"] for name in ("cpu.npz", "gpu.npz"))
+    for name in cpu:
+        np.testing.assert_allclose(gpu[name], cpu[name], rtol=1e-5, atol=1e-6, err_msg=name)
