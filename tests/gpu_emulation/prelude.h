@@ -33,8 +33,31 @@ static dim3 gridDim, blockDim, blockIdx, threadIdx;
 
 // ------------------------------------------------------------------ __syncthreads()
 
+// Coroutine frames come from a free list: a launch starts one per thread of every block,
+// all of one size, and malloc would dominate the emulation's time.
+struct host_frame_pool {
+    std::vector<void*> free_frames;
+    std::size_t frame_size = 0;
+    void* take(std::size_t size) {
+        if (size == frame_size && !free_frames.empty()) {
+            void* frame = free_frames.back();
+            free_frames.pop_back();
+            return frame;
+        }
+        return ::operator new(size);
+    }
+    void give(void* frame, std::size_t size) {
+        if (frame_size == 0) frame_size = size;
+        if (size == frame_size) free_frames.push_back(frame);
+        else ::operator delete(frame);
+    }
+};
+static host_frame_pool host_frames;
+
 struct host_block_thread {
     struct promise_type {
+        static void* operator new(std::size_t size) { return host_frames.take(size); }
+        static void operator delete(void* frame, std::size_t size) { host_frames.give(frame, size); }
         host_block_thread get_return_object() {
             return {std::coroutine_handle<promise_type>::from_promise(*this)};
         }
