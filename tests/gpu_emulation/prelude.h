@@ -57,7 +57,9 @@ static host_frame_pool host_frames;
 struct host_block_thread {
     struct promise_type {
         static void* operator new(std::size_t size) { return host_frames.take(size); }
-        static void operator delete(void* frame, std::size_t size) { host_frames.give(frame, size); }
+        static void operator delete(void* frame, std::size_t size) {
+            host_frames.give(frame, size);
+        }
         host_block_thread get_return_object() {
             return {std::coroutine_handle<promise_type>::from_promise(*this)};
         }
