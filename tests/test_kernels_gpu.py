@@ -7,7 +7,8 @@
 * The sources' indexing and every launch are checked as text and through a
   stand-in ``cupy`` module that records launches (issue 19's defects 1–3).
 * On a machine with CuPy and a GPU, the GPU kernels are held to the CPU ones and whole
-  convolutions to the NumPy path; elsewhere those tests skip, saying why.
+  convolutions to the NumPy path; elsewhere those tests skip, saying why. (Everywhere,
+  tests/test_gpu_emulated_kernels.py runs every kernel on the host emulation of CUDA.)
 """
 import importlib
 import pkgutil

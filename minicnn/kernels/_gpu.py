@@ -3,7 +3,10 @@
 Each GPU kernel is plain CUDA C written for an element type ``T``; we prepend
 ``typedef float T;`` or ``typedef double T;`` so one source serves float32 and float64.
 Tests compile every source with ``nvcc`` too (see tests/test_kernels_gpu.py), so a typo
-cannot hide on a machine without a GPU.
+cannot hide on a machine without a GPU, and run every kernel on a host emulation of CUDA
+(tests/gpu_emulation: the same source compiled by g++, every thread of every launch run,
+each launch's arguments checked against the kernel's parameter list), held to the kernel's
+reference (tests/test_gpu_emulated_kernels.py).
 """
 import numpy as np
 
