@@ -4,7 +4,8 @@ to the same references as the CPU kernels — and the emulation itself held to C
 Why an emulation and not Numba's CUDA simulator (``tests/gpu_emulation/__init__.py`` says it
 at length): minicnn's GPU kernels are CUDA C strings that CuPy compiles; the emulation
 compiles *those strings* for the host with g++ and runs every thread of every launch,
-checking each argument against the kernel's parameter list. A simulator would test a
+checking each argument against the kernel's parameter list and every array access against
+the array's bounds. A simulator would test a
 Python port of the kernels, one Python thread per GPU thread. What stays for a real GPU
 (``pytest -m gpu``): races between threads and speed.
 
@@ -95,6 +96,27 @@ def test_a_launch_is_checked_against_the_kernel_parameter_list(emulated):
             kernel((1,), (32,), arguments)
     with pytest.raises(ValueError, match="at most 1024 threads"):
         kernel((1,), (2048,), (x, y, np.int32(10), np.float32(2)))
+
+
+_SHIFTED = r"""
+extern "C" __global__ void shifted(const T* x, T* y, int n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)blockDim.x * gridDim.x)
+        y[i] = x[i + 1];
+}
+"""
+
+
+def test_an_index_outside_an_array_is_an_error_naming_the_thread(emulated):
+    """Where a GPU would read past the end silently, the emulation names who did it (every
+    kernel of the library runs under this check in the tests below)."""
+    kernel = emulated.RawKernel(_gpu.typed_source(_SHIFTED, np.float32), "shifted")
+    x, y = emulated.arange(10, dtype=emulated.float32), emulated.zeros(10, emulated.float32)
+    with pytest.raises(IndexError, match=r"shifted: thread \(9, 0, 0\) of block \(0, 0, 0\) "
+                                         r"accessed x\[10\], outside its 10 elements"):
+        kernel((1,), (16,), (x, y, np.int32(10)))
+    kernel((1,), (16,), (x, y, np.int32(9)))
+    np.testing.assert_array_equal(y.get(), list(range(1, 10)) + [0])
 
 
 _BLOCK_SUM = r"""

@@ -7,7 +7,8 @@
 Inside the block ``import cupy`` gives ``fake_cupy`` (arrays in host memory that the library
 treats as GPU arrays, refusing what CuPy refuses) and ``minicnn.backend`` believes a GPU is
 present. The CUDA C sources of the kernels are compiled for the host with g++ and every
-thread of every launch runs (``host_cuda``, ``prelude.h``).
+thread of every launch runs, each access to an array bounds-checked (``host_cuda``,
+``prelude.h``).
 
 Why this and not Numba's CUDA simulator: the kernels minicnn ships are CUDA C strings
 compiled by CuPy's NVRTC, and the nvcc test already compiles those very strings. Running

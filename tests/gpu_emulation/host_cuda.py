@@ -14,7 +14,10 @@ the way a real GPU would punish a mistake — silently, with wrong numbers:
 * an ``int`` needs ``numpy.int32`` (a Python ``int`` is passed by CuPy as 64 bits);
 * the count must match, the block must hold at most 1024 threads.
 
-Then every thread of the grid runs (see prelude.h for how ``__syncthreads`` is kept).
+Then every thread of the grid runs (see prelude.h for how ``__syncthreads`` is kept), each
+pointer parameter compiled as a bounds-checked array: an index outside its array is an
+``IndexError`` naming the kernel, the parameter, the index and the thread, where a GPU
+would read garbage or write over a neighbour.
 """
 import ctypes
 import hashlib
@@ -75,6 +78,7 @@ class Parameter:
     """One parameter of a ``__global__`` function: its C type and what it points to."""
 
     def __init__(self, text, typedefs):
+        self.const = bool(re.search(r"\bconst\b", text))
         declaration = re.sub(r"\b(const|__restrict__|__restrict)\b", " ", text)
         match = re.fullmatch(r"\s*([\w\s]+?)\s*(\*?)\s*(\w+)\s*", declaration)
         if match is None:
@@ -86,6 +90,20 @@ class Parameter:
         self.pointer = bool(star)
         self.dtype = np.dtype(SCALAR_TYPES[element])
         self.c_type = element + ("*" if star else "")
+        self.element = ("const " if self.const else "") + element
+
+    def declaration(self):
+        """The parameter as the emulation compiles it: pointers become checked arrays."""
+        if self.pointer:
+            return f"host_array<{self.element}> {self.name}"
+        return f"{self.element} {self.name}"
+
+    def argument(self, index):
+        """The C++ expression that reads argument ``index`` in the launcher."""
+        if self.pointer:
+            return (f"host_array<{self.element}>{{*({self.element}**)args[{index}], "
+                    f"extents[{index}], {index}}}")
+        return f"*({self.c_type}*)args[{index}]"
 
     def check(self, index, argument, ndarray):
         where = f"argument {index} ({self.name}, {self.c_type})"
@@ -117,15 +135,17 @@ class RawKernel:
         match = re.search(rf"__global__\s+void\s+{name}\s*\((.*?)\)\s*{{", code, re.S)
         if match is None:
             raise HostCompileError(f"no __global__ void {name}(...) in the source")
-        self.code, self.name = code, name
+        self.name = name
         typedefs = _typedefs(code)
         self.parameters = [Parameter(p, typedefs) for p in match.group(1).split(",")]
+        checked = ", ".join(p.declaration() for p in self.parameters)
+        self.code = code[:match.start(1)] + checked + code[match.end(1):]
         self.uses_barriers = "__syncthreads" in code
         self._launch = None
 
     def _build(self):
         code = self.code
-        arguments = ", ".join(f"*({p.c_type}*)args[{i}]" for i, p in enumerate(self.parameters))
+        arguments = ", ".join(p.argument(i) for i, p in enumerate(self.parameters))
         if self.uses_barriers:
             # the kernel becomes a coroutine: one per thread, suspended at each barrier
             code = re.sub(rf'(?:extern\s+"C"\s+)?__global__\s+void\s+{self.name}\s*\(',
@@ -136,9 +156,13 @@ class RawKernel:
         else:
             body = f"host_run_grid(grid, block, [&] {{ {self.name}({arguments}); }}); return 0;"
         launcher = (f'\nextern "C" int host_launch(unsigned gx, unsigned gy, unsigned gz, '
-                    f'unsigned bx, unsigned by, unsigned bz, void** args) {{\n'
-                    f'    dim3 grid{{gx, gy, gz}}, block{{bx, by, bz}};\n    {body}\n}}\n')
-        self._launch = _library(code + launcher).host_launch
+                    f'unsigned bx, unsigned by, unsigned bz, void** args, '
+                    f'const long long* extents) {{\n'
+                    f'    dim3 grid{{gx, gy, gz}}, block{{bx, by, bz}};\n'
+                    f'    host_first_violation.parameter = -1;\n    {body}\n}}\n'
+                    + _VIOLATION_REPORT)
+        library = _library(code + launcher)
+        self._launch, self._violation = library.host_launch, library.host_violation_report
         self._launch.restype = ctypes.c_int
 
     def __call__(self, grid, block, args, shared_mem=0, stream=None):
@@ -156,9 +180,32 @@ class RawKernel:
             self._build()
         # as cuLaunchKernel takes them: the address of each argument's value
         pointers = (ctypes.c_void_p * len(values))(*(v.ctypes.data for v in values))
-        if self._launch(*grid, *block, pointers):
+        extents = np.array([a.size if p.pointer else 0 for p, a in zip(self.parameters, args)],
+                           dtype=np.int64)
+        if self._launch(*grid, *block, pointers, extents.ctypes.data_as(ctypes.c_void_p)):
             raise RuntimeError(f"{self.name}: threads of one block disagreed on "
                                f"__syncthreads() (some returned while others waited)")
+        self._check_bounds()
+
+    def _check_bounds(self):
+        report = np.zeros(9, dtype=np.int64)
+        self._violation(report.ctypes.data_as(ctypes.c_void_p))
+        parameter, index, extent, *where = report.tolist()
+        if parameter >= 0:
+            raise IndexError(f"{self.name}: thread {tuple(where[3:])} of block "
+                             f"{tuple(where[:3])} accessed {self.parameters[parameter].name}"
+                             f"[{index}], outside its {extent} elements")
+
+
+_VIOLATION_REPORT = """
+extern "C" int host_violation_report(long long* report) {
+    const host_violation& v = host_first_violation;
+    long long values[9] = {v.parameter, v.index, v.extent, v.block.x, v.block.y, v.block.z,
+                           v.thread.x, v.thread.y, v.thread.z};
+    for (int i = 0; i < 9; ++i) report[i] = values[i];
+    return v.parameter;
+}
+"""
 
 
 def _dimensions(what, value):

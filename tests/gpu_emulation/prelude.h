@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <exception>
+#include <type_traits>
 #include <vector>
 
 struct dim3 {
@@ -72,6 +73,32 @@ struct host_block_thread {
 };
 
 #define __syncthreads() co_await std::suspend_always{}
+
+// ------------------------------------------------------------------ bounds
+
+// Every pointer parameter of a kernel arrives as a host_array: the pointer, the number of
+// elements its array holds, and an index check on each access. The first access outside
+// an array is recorded (which parameter, which index, which thread) and served from a
+// scratch cell so that the launch can finish; the launcher then reports it.
+struct host_violation {
+    int parameter = -1;
+    long long index = 0, extent = 0;
+    dim3 block, thread;
+};
+static host_violation host_first_violation;
+
+template <typename T> struct host_array {
+    T* data;
+    long long extent;
+    int parameter;
+    T& operator[](long long i) const {
+        if (i >= 0 && i < extent) return data[i];
+        if (host_first_violation.parameter < 0)
+            host_first_violation = {parameter, i, extent, blockIdx, threadIdx};
+        static std::remove_const_t<T> scratch;
+        return scratch;
+    }
+};
 
 // ------------------------------------------------------------------ atomics
 
