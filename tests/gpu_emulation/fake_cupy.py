@@ -39,8 +39,9 @@ def _refuse_host_arrays(where, values):
     for value in values:
         if _is_host_array(value) or (isinstance(value, (list, tuple))
                                      and any(_is_host_array(v) for v in value)):
-            raise TypeError(f"{where}: a numpy.ndarray met a cupy.ndarray (CuPy does not copy "
-                            f"between devices implicitly: cupy.asarray or .get() first)")
+            raise TypeError(f"{where}: got a numpy.ndarray where CuPy takes cupy.ndarray "
+                            f"(CuPy does not copy between devices implicitly: cupy.asarray "
+                            f"or .get() first)")
 
 
 def _host_view(value):
@@ -88,8 +89,8 @@ class ndarray(np.ndarray):
         # temporaries (zeros_like copies a host zero into its result), which CuPy's do not.
         if _dispatch.depth == 0 and any(not issubclass(t, ndarray) and issubclass(t, np.ndarray)
                                         for t in types):
-            raise TypeError(f"numpy.{function.__name__}: a numpy.ndarray met a cupy.ndarray "
-                            f"(CuPy does not copy between devices implicitly)")
+            raise TypeError(f"numpy.{function.__name__}: got a numpy.ndarray where CuPy takes "
+                            f"cupy.ndarray (CuPy does not copy between devices implicitly)")
         _dispatch.depth += 1
         try:
             return _on_device(super().__array_function__(function, types, args, kwargs))
@@ -129,8 +130,9 @@ class ndarray(np.ndarray):
 
 # ============================================================================ functions
 
-# Host arrays may enter the device through these (a copy, as cupy.asarray makes).
-_TRANSFERS = {"asarray", "array", "ascontiguousarray", "asanyarray", "asfortranarray"}
+# Host arrays may enter the device through these (a copy, as cupy.asarray makes); every
+# other function, ascontiguousarray included, takes device arrays only, as in CuPy.
+_TRANSFERS = {"asarray", "array", "asanyarray"}
 
 
 def _device_function(name, function):
