@@ -52,6 +52,7 @@ __device__ Real counter_uniform(const unsigned long long seed, const unsigned lo
 }
 """)
 
+
 def counter_uniform_cuda(seed, shape, dtype):
     """``counter_uniform_reference`` as one CuPy launch, into a new array on the GPU."""
     out = cupy_or_none().empty(shape, dtype=dtype)

@@ -26,7 +26,7 @@ import weakref
 
 import numpy as np
 
-from tests.gpu_emulation.host_cuda import ElementwiseKernel, RawKernel
+from tests.gpu_emulation.host_cuda import ElementwiseKernel, RawKernel  # noqa: F401  (cupy.*)
 
 __version__ = "13.0.0+host-emulation"
 
