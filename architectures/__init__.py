@@ -7,7 +7,9 @@
     >>> architectures.available()[:3]
     ['alexnet', 'alexnet_owt', 'alexnet_single_tower']
 
-Each family module registers its named constructors with ``@register`` and ends with::
+Each family module registers its named constructors — a hand-written function under
+``@register``, or one ``register_variant`` call per variant of a shared builder — and
+ends with::
 
     if __name__ == "__main__":
         main()          # minicnn.cli: --variant NAME --train mnist | --summary | --help
@@ -86,7 +88,6 @@ def register(name, input_size, description="", in_channels=None, num_classes=Non
             name, family, constructor, input_size, doc,
             in_channels=in_channels if in_channels is not None else defaults.get("in_channels", 3),
             num_classes=num_classes if num_classes is not None else defaults.get("num_classes", 1000))
-        constructor.registry_name = name
         return constructor
     return decorate
 
