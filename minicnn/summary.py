@@ -89,6 +89,7 @@ import numpy as np
 
 from minicnn.backend import get_array_module
 from minicnn.flops import CATEGORIES, adaptive_window_lengths, layer_flops
+from minicnn.functional.geometry import pair
 from minicnn.nn.conv import Conv2d
 from minicnn.nn.layers import Flatten, Identity, Linear
 from minicnn.nn.pool import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d,
@@ -198,9 +199,10 @@ def _layer_field(module, field, input_shape, output_shape):
         if spatial_in == spatial_out:
             return field
         if hasattr(module, "kernel_size") and hasattr(module, "stride"):
-            pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
-            return field.through(pair(module.kernel_size), pair(module.stride),
-                                 pair(getattr(module, "dilation", 1)))
+            owner = type(module).__name__
+            return field.through(pair(module.kernel_size, "kernel_size", owner),
+                                 pair(module.stride, "stride", owner),
+                                 pair(getattr(module, "dilation", 1), "dilation", owner))
         if spatial_out == (1, 1):
             return Field.ALL
         # A custom down-sampling layer that says nothing of its window: assume
