@@ -79,7 +79,6 @@ resident set (``ru_maxrss``) is shown as well, a lower bound when the process ha
 peaked higher.
 """
 import copy
-import sys
 import gc
 import time
 import tracemalloc
@@ -95,7 +94,7 @@ from minicnn.nn.layers import Flatten, Identity, Linear
 from minicnn.nn.pool import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d,
                              GlobalAvgPool2d, MaxPool2d)
 from minicnn.report import render_csv, render_table
-from minicnn.tensor import Tensor, no_grad
+from minicnn.tensor import Tensor
 from minicnn.trace import input_shape, sample_input, tensors_in, trace_forward
 
 DEFAULT_COUNT = ("conv", "linear", "pool")
