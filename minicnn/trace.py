@@ -1,8 +1,8 @@
 """Tracing a forward pass: which layers ran, which operations ran between them.
 
 Several tools need to see a network run once: the cost table (``minicnn.summary``),
-batch-norm folding (``minicnn.nn.fold``), turning a classifier into a fully convolutional
-network (``minicnn.nn.convolutionize``) and the ONNX exporter. They all use
+batch-norm folding (``minicnn.fold``), turning a classifier into a fully convolutional
+network (``minicnn.convolutionize``) and the ONNX exporter. They all use
 ``trace_forward``, which watches one eval-mode pass through the engine's two observer
 hooks — nothing is patched — and returns a ``ForwardTrace``:
 

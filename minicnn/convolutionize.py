@@ -63,6 +63,8 @@ from minicnn.nn.norm import BatchNorm1d, BatchNorm2d
 from minicnn.nn.pool import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d,
                              GlobalAvgPool2d, MaxPool2d)
 from minicnn.nn.transfer import replace_module
+from minicnn.summary import summary
+from minicnn.trace import input_shape, sample_input, trace_forward
 
 ELEMENTWISE = (ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, ScaledTanh, SiLU, HardSigmoid,
                HardSwish, Dropout, Dropout2d, Identity)
@@ -78,7 +80,6 @@ def _chain(module, sequential_like, name=""):
 
 def _trace(model, shape):
     """A ForwardTrace of one batch-1 pass at ``shape``."""
-    from minicnn.trace import sample_input, trace_forward
     return trace_forward(model, sample_input(model, shape))
 
 
@@ -119,8 +120,6 @@ def convolutionize(model, input_size, in_channels=None):
     score maps; at ``input_size`` the map is 1×1 and equals the original scores. The
     result carries ``score_map_stride``: how many input pixels apart its cells are.
     """
-    from minicnn.summary import summary
-    from minicnn.trace import input_shape
     shape = input_shape(model, input_size, in_channels, caller="convolutionize")
     converted = copy.deepcopy(model)
     trace = _trace(converted, shape)
@@ -131,7 +130,7 @@ def convolutionize(model, input_size, in_channels=None):
             f"convolutionize: {type(model).__name__} has no Flatten module in a chain of "
             f"sequentially applied modules; supported are models built from Sequentials (or "
             f"modules whose forward applies their children in order) whose Flatten is "
-            f"followed by Linear and element-wise layers (see minicnn.nn.convolutionize)")
+            f"followed by Linear and element-wise layers (see minicnn.convolutionize)")
     index = flatten_at[-1]
     flatten_name, flatten = chain[index]
     if flatten.start_dim != 1:
