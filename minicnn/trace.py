@@ -28,8 +28,9 @@ class LayerCall:
 
 
 class OperationCall:
-    """One ``Function`` call: its type, the identities of its input and output tensors, and
-    the innermost module that was running when it was called (None between modules)."""
+    """One ``Function`` call: its type, the identities and shapes of its input tensors, its
+    output's shape, and the innermost module that was running when it was called (None
+    between modules). Which call produced a tensor is ``ForwardTrace.made_by``."""
 
     def __init__(self, function, inputs, outputs, module):
         self.kind = type(function).__name__
@@ -39,7 +40,6 @@ class OperationCall:
         self.input_shapes = [tuple(x.shape) for x in tensors]
         self.input_is_parameter = [isinstance(x, Parameter) for x in tensors]
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        self.output_ids = [id(y) for y in outputs]
         self.output_shape = tuple(outputs[0].shape)
 
 
