@@ -102,6 +102,9 @@ def register_variant(name, builder, input_size, in_channels=3, num_classes=1000,
                          depth=20)
 
     Returns the constructor it registered (callable like any other named constructor).
+    The variant belongs to the family of the module that defines ``builder``: a family
+    that builds on another's builder (Wide ResNet-50-2 on ResNet's) wraps it in a builder
+    of its own. ``settings`` are defaults: a keyword of the call overrides them.
     """
     def constructor(num_classes=num_classes, in_channels=in_channels, **options):
         return builder(num_classes=num_classes, in_channels=in_channels,
