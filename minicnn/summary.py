@@ -381,52 +381,19 @@ def measure_training_step(model, input_shape, batch_size, seed=0):
     """
     import resource
 
+    from minicnn import functional as F
+
     work = copy.deepcopy(model)       # measuring must not change the caller's weights
     params = list(work.parameters())
     if params and get_array_module(params[0].data) is not np:
         raise ValueError("summary(measure=True): measures host (NumPy) memory; the model "
                          "lives on the GPU — move it to the CPU to measure")
+    dtype = params[0].dtype if params else np.float32
     resident = (sum(p.data.nbytes for p in params)
                 + sum(b.nbytes for b in work.buffers() if b is not None))
-    batch_shape = (batch_size,) + tuple(input_shape)
-    dtype = params[0].dtype if params else np.float32
     rng = np.random.default_rng(seed)
     gc.collect()
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
-    step_peak = _peak_of_new_allocations(
-        lambda: _training_step(work, params, batch_shape, dtype, rng))
-    seconds = time.perf_counter() - start
-    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"batch_size": batch_size, "peak_bytes": resident + step_peak,
-            "resident_bytes": resident, "step_peak_bytes": step_peak,
-            "rss_growth_bytes": max(0, rss_after - rss_before) * 1024, "seconds": seconds}
-
-
-def _training_step(model, params, batch_shape, dtype, rng):
-    """A random batch, forward in training mode, a loss, backward, and SGD with a momentum
-    slot per parameter (the input is made inside: it is part of the step's memory)."""
-    from minicnn import functional as F
-    model.train()
-    outputs = model(Tensor(rng.standard_normal(batch_shape).astype(dtype)))
-    # several outputs (GoogLeNet's auxiliary classifiers in training): sum their losses
-    loss = None
-    for out in (outputs if isinstance(outputs, (tuple, list)) else (outputs,)):
-        if out.ndim == 2:
-            term = F.cross_entropy(out, rng.integers(0, out.shape[1], batch_shape[0]))
-        else:
-            term = (out * out).mean()
-        loss = term if loss is None else loss + term
-    loss.backward()
-    momentum = {id(p): p.grad.copy() for p in params if p.grad is not None}
-    for p in params:
-        if id(p) in momentum:
-            p.data -= 0.01 * momentum[id(p)]
-
-
-def _peak_of_new_allocations(run):
-    """Call ``run()``; return the peak of the bytes allocated meanwhile, as ``tracemalloc``
-    sees them (also when a caller is already tracing: then its peak is reset first)."""
     already_tracing = tracemalloc.is_tracing()
     if already_tracing:
         tracemalloc.reset_peak()
@@ -434,13 +401,35 @@ def _peak_of_new_allocations(run):
     else:
         tracemalloc.start()
         base = 0
+    start = time.perf_counter()
     try:
-        run()
+        work.train()
+        x = Tensor(rng.standard_normal((batch_size,) + tuple(input_shape)).astype(dtype))
+        outputs = work(x)
+        # several outputs (GoogLeNet's auxiliary classifiers in training): sum their losses
+        loss = None
+        for out in (outputs if isinstance(outputs, (tuple, list)) else (outputs,)):
+            if out.ndim == 2:
+                term = F.cross_entropy(out, rng.integers(0, out.shape[1], batch_size))
+            else:
+                term = (out * out).mean()
+            loss = term if loss is None else loss + term
+        loss.backward()
+        slots = {}
+        for p in params:
+            if p.grad is not None:
+                slots[id(p)] = p.grad.copy()       # the momentum buffer
+                p.data -= 0.01 * slots[id(p)]
         _, peak = tracemalloc.get_traced_memory()
     finally:
         if not already_tracing:
             tracemalloc.stop()
-    return peak - base
+    seconds = time.perf_counter() - start
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step_peak = peak - base
+    return {"batch_size": batch_size, "peak_bytes": resident + step_peak,
+            "resident_bytes": resident, "step_peak_bytes": step_peak,
+            "rss_growth_bytes": max(0, rss_after - rss_before) * 1024, "seconds": seconds}
 
 
 # ============================================================================ summary
