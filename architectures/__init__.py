@@ -7,7 +7,9 @@
     >>> architectures.available()[:3]
     ['alexnet', 'alexnet_owt', 'alexnet_single_tower']
 
-Each family module registers its named constructors with ``@register`` and ends with::
+Each family module registers its named constructors — a hand-written function under
+``@register``, or one ``register_variant`` call per variant of a shared builder — and
+ends with::
 
     if __name__ == "__main__":
         main()          # minicnn.cli: --variant NAME --train mnist | --summary | --help
@@ -86,7 +88,6 @@ def register(name, input_size, description="", in_channels=None, num_classes=Non
             name, family, constructor, input_size, doc,
             in_channels=in_channels if in_channels is not None else defaults.get("in_channels", 3),
             num_classes=num_classes if num_classes is not None else defaults.get("num_classes", 1000))
-        constructor.registry_name = name
         return constructor
     return decorate
 
@@ -101,6 +102,9 @@ def register_variant(name, builder, input_size, in_channels=3, num_classes=1000,
                          depth=20)
 
     Returns the constructor it registered (callable like any other named constructor).
+    The variant belongs to the family of the module that defines ``builder``: a family
+    that builds on another's builder (Wide ResNet-50-2 on ResNet's) wraps it in a builder
+    of its own. ``settings`` are defaults: a keyword of the call overrides them.
     """
     def constructor(num_classes=num_classes, in_channels=in_channels, **options):
         return builder(num_classes=num_classes, in_channels=in_channels,

@@ -1,6 +1,7 @@
 """Building blocks several families share. Each family file still spells out its own
 paper-specific modules; only the truly common pieces live here."""
 from minicnn import nn
+from minicnn.functional.geometry import pair
 
 
 def make_divisible(value, divisor=8, min_value=None):
@@ -25,7 +26,7 @@ class ConvBNAct(nn.Sequential):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None,
                  groups=1, dilation=1, activation=nn.ReLU, bn_eps=1e-5, bn_momentum=0.1):
-        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        kh, kw = pair(kernel_size, "kernel_size", "ConvBNAct")
         if padding is None:
             padding = ((kh - 1) // 2 * dilation, (kw - 1) // 2 * dilation)
         layers = [nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation,

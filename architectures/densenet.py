@@ -81,7 +81,7 @@ from collections import OrderedDict
 from minicnn import functional as F
 from minicnn import nn
 from minicnn.backend import get_array_module
-from architectures import register
+from architectures import register_variant
 
 # ----------------------------------------------------------------------------- the tables
 # Table 1 (ImageNet): name: (growth rate k, layers per dense block, stem filters)
@@ -240,8 +240,9 @@ class DenseNet(nn.Module):
 
 
 # ----------------------------------------------------------------------------- named models
-def densenet_imagenet(name, num_classes=1000, in_channels=3, **options):
-    growth_rate, block_config, num_init_features = IMAGENET_CONFIGS[name]
+def densenet_imagenet(config, num_classes=1000, in_channels=3, **options):
+    """The Table 1 DenseNet ``config`` (a key of ``IMAGENET_CONFIGS``; options as ``DenseNet``)."""
+    growth_rate, block_config, num_init_features = IMAGENET_CONFIGS[config]
     return DenseNet(growth_rate, block_config, num_init_features, num_classes, in_channels,
                     **options)
 
@@ -260,52 +261,34 @@ def densenet_cifar(depth, growth_rate, bc=True, num_classes=10, in_channels=3, *
     return DenseNet(growth_rate, (n, n, n), stem_filters, num_classes, in_channels, **options)
 
 
-@register("densenet121", input_size=224)
-def densenet121(num_classes=1000, in_channels=3, **options):
-    """DenseNet-121 (Table 1): k = 32, blocks of 6, 12, 24, 16 layers."""
-    return densenet_imagenet("densenet121", num_classes, in_channels, **options)
+def _imagenet(name, doc):
+    return register_variant(name, densenet_imagenet, 224, 3, 1000, doc, config=name)
 
 
-@register("densenet169", input_size=224)
-def densenet169(num_classes=1000, in_channels=3, **options):
-    """DenseNet-169 (Table 1): k = 32, blocks of 6, 12, 32, 32 layers."""
-    return densenet_imagenet("densenet169", num_classes, in_channels, **options)
-
-
-@register("densenet201", input_size=224)
-def densenet201(num_classes=1000, in_channels=3, **options):
-    """DenseNet-201 (Table 1): k = 32, blocks of 6, 12, 48, 32 layers."""
-    return densenet_imagenet("densenet201", num_classes, in_channels, **options)
-
-
-@register("densenet264", input_size=224)
-def densenet264(num_classes=1000, in_channels=3, **options):
-    """DenseNet-264 (Table 1): k = 32, blocks of 6, 12, 64, 48 layers."""
-    return densenet_imagenet("densenet264", num_classes, in_channels, **options)
-
-
-@register("densenet161", input_size=224)
-def densenet161(num_classes=1000, in_channels=3, **options):
-    """DenseNet-161 (released model): k = 48, 96 stem filters, blocks of 6, 12, 36, 24."""
-    return densenet_imagenet("densenet161", num_classes, in_channels, **options)
-
-
-def _cifar_constructor(name):
+def _cifar(name):
     depth, growth_rate, bc = CIFAR_CONFIGS[name]
-
-    def constructor(num_classes=10, in_channels=3, **options):
-        return densenet_cifar(depth, growth_rate, bc, num_classes, in_channels, **options)
-    constructor.__name__ = constructor.__qualname__ = name
-    constructor.__module__ = __name__
-    constructor.__doc__ = (f"CIFAR DenseNet{'-BC' if bc else ''} (Table 2): L = {depth}, "
-                           f"k = {growth_rate}.")
-    return register(name, input_size=32)(constructor)
+    doc = f"CIFAR DenseNet{'-BC' if bc else ''} (Table 2): L = {depth}, k = {growth_rate}."
+    return register_variant(name, densenet_cifar, 32, 3, 10, doc, depth=depth,
+                            growth_rate=growth_rate, bc=bc)
 
 
-densenet40_12 = _cifar_constructor("densenet40_12")
-densenet_bc_100_12 = _cifar_constructor("densenet_bc_100_12")
-densenet_bc_250_24 = _cifar_constructor("densenet_bc_250_24")
-densenet_bc_190_40 = _cifar_constructor("densenet_bc_190_40")
+# Table 1 (ImageNet), and the released DenseNet-161.
+densenet121 = _imagenet("densenet121",
+                        "DenseNet-121 (Table 1): k = 32, blocks of 6, 12, 24, 16 layers.")
+densenet169 = _imagenet("densenet169",
+                        "DenseNet-169 (Table 1): k = 32, blocks of 6, 12, 32, 32 layers.")
+densenet201 = _imagenet("densenet201",
+                        "DenseNet-201 (Table 1): k = 32, blocks of 6, 12, 48, 32 layers.")
+densenet264 = _imagenet("densenet264",
+                        "DenseNet-264 (Table 1): k = 32, blocks of 6, 12, 64, 48 layers.")
+densenet161 = _imagenet("densenet161", "DenseNet-161 (released model): k = 48, 96 stem filters, "
+                                       "blocks of 6, 12, 36, 24.")
+
+# Table 2 (CIFAR).
+densenet40_12 = _cifar("densenet40_12")
+densenet_bc_100_12 = _cifar("densenet_bc_100_12")
+densenet_bc_250_24 = _cifar("densenet_bc_250_24")
+densenet_bc_190_40 = _cifar("densenet_bc_190_40")
 
 
 CLI_DEFAULTS = {"variant": "densenet121", "input_size": 32, "optimizer": "sgd", "lr": 0.1,

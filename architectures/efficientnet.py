@@ -42,7 +42,7 @@ import math
 from collections import OrderedDict, namedtuple
 
 from minicnn import nn
-from architectures import register
+from architectures import register_variant
 from architectures.common import ConvBNAct, SqueezeExcitation, make_divisible
 
 # ----------------------------------------------------------------------------- the tables
@@ -268,15 +268,11 @@ def efficientnet_compound(phi, num_classes=1000, in_channels=3, dropout=0.2, **o
 # ----------------------------------------------------------------------------- named models
 def _variant(name):
     width, depth, resolution, dropout = COEFFICIENTS[name]
-
-    def constructor(num_classes=1000, in_channels=3, **options):
-        options.setdefault("dropout", dropout)
-        return build_efficientnet(width, depth, num_classes=num_classes,
-                                  in_channels=in_channels, **options)
-    constructor.__name__ = constructor.__qualname__ = f"efficientnet_{name}"
-    constructor.__doc__ = (f"EfficientNet-{name.upper()}: width {width}, depth {depth}, "
-                           f"{resolution}×{resolution} input, dropout {dropout}.")
-    return register(f"efficientnet_{name}", input_size=resolution)(constructor)
+    return register_variant(
+        f"efficientnet_{name}", build_efficientnet, resolution, 3, 1000,
+        f"EfficientNet-{name.upper()}: width {width}, depth {depth}, "
+        f"{resolution}×{resolution} input, dropout {dropout}.",
+        width=width, depth=depth, dropout=dropout)
 
 
 efficientnet_b0 = _variant("b0")

@@ -42,7 +42,7 @@ Departures and details
 from collections import OrderedDict
 
 from minicnn import nn
-from architectures import register
+from architectures import register, register_variant
 from architectures.common import ConvBNAct
 
 # ----------------------------------------------------------------------------- the table
@@ -152,22 +152,14 @@ def mobilenet_v1(num_classes=1000, in_channels=3, **options):
     return MobileNetV1(num_classes, in_channels, **options)
 
 
-def _variant(width_multiplier, resolution):
-    def constructor(num_classes=1000, in_channels=3, **options):
-        return MobileNetV1(num_classes, in_channels, width_multiplier=width_multiplier,
-                           **options)
-    constructor.__doc__ = (f"MobileNet-v1 with width multiplier {width_multiplier} for "
-                           f"{resolution}×{resolution} inputs (Tables 6 and 7).")
-    return constructor
-
-
 # mobilenet_v1_100_224 ... mobilenet_v1_025_128: one constructor per (α, ρ) pair.
 for _width_name, _width in WIDTH_MULTIPLIERS.items():
     for _resolution in RESOLUTIONS:
         _name = f"mobilenet_v1_{_width_name}_{_resolution}"
-        _constructor = _variant(_width, _resolution)
-        _constructor.__name__ = _constructor.__qualname__ = _name
-        globals()[_name] = register(_name, input_size=_resolution)(_constructor)
+        globals()[_name] = register_variant(
+            _name, MobileNetV1, _resolution, 3, 1000,
+            f"MobileNet-v1 with width multiplier {_width} for {_resolution}×{_resolution} "
+            f"inputs (Tables 6 and 7).", width_multiplier=_width)
 
 
 CLI_DEFAULTS = {"variant": "mobilenet_v1_050_128", "input_size": 32, "optimizer": "adam",

@@ -63,7 +63,7 @@ from collections import OrderedDict
 
 from minicnn import functional as F
 from minicnn import nn
-from architectures import register
+from architectures import register_variant
 
 # ----------------------------------------------------------------------------- the tables
 # Table 1 of the paper. The stem is conv1 (7×7, 64, stride 2) and a 3×3 max pool of
@@ -87,7 +87,6 @@ IMAGENET_DEPTHS = {   # depth: (block, blocks per stage conv2_x..conv5_x)
 # §4.2 (CIFAR-10): 3×3 conv with 16 filters, then 2n layers on each of the feature-map
 # sizes 32, 16, 8 with 16, 32, 64 filters: depth = 6n + 2. Option A shortcuts.
 CIFAR_WIDTHS = (16, 32, 64)
-CIFAR_DEPTHS = {20: 3, 32: 5, 44: 7, 56: 9, 110: 18, 1202: 200}   # depth: n
 
 # "Identity Mappings" Tables 2-3 (CIFAR): ResNet-110 of basic units, and ResNet-164/1001 of
 # bottleneck units (depth = 9n + 2), on the same 16/32/64 stages (bottleneck outputs ×4).
@@ -474,97 +473,74 @@ def cifar_resnet(depth, num_classes=10, in_channels=3, **options):
     return ResNet("basic", (n,) * 3, num_classes, in_channels, widths=CIFAR_WIDTHS, **options)
 
 
-def _imagenet_constructor(name, depth, doc, **defaults):
-    def constructor(num_classes=1000, in_channels=3, **options):
-        return imagenet_resnet(depth, num_classes, in_channels, **{**defaults, **options})
-    constructor.__name__ = constructor.__qualname__ = name
-    constructor.__doc__ = doc
-    constructor.__module__ = __name__
-    return register(name, input_size=224)(constructor)
+def _imagenet(name, depth, doc, **settings):
+    return register_variant(name, imagenet_resnet, 224, 3, 1000, doc, depth=depth, **settings)
 
 
-def _cifar_constructor(name, depth, doc, **defaults):
-    def constructor(num_classes=10, in_channels=3, **options):
-        return cifar_resnet(depth, num_classes, in_channels, **{**defaults, **options})
-    constructor.__name__ = constructor.__qualname__ = name
-    constructor.__doc__ = doc
-    constructor.__module__ = __name__
-    return register(name, input_size=32)(constructor)
+def _cifar(name, depth, doc, **settings):
+    return register_variant(name, cifar_resnet, 32, 3, 10, doc, depth=depth, **settings)
 
 
 # Table 1, option B shortcuts, stride on the first 1×1 of a bottleneck (the paper's models).
-resnet18 = _imagenet_constructor("resnet18", 18, "ResNet-18 (Table 1): basic blocks [2, 2, 2, 2].")
-resnet34 = _imagenet_constructor("resnet34", 34, "ResNet-34 (Table 1): basic blocks [3, 4, 6, 3].")
-resnet50 = _imagenet_constructor("resnet50", 50, "ResNet-50 (Table 1): bottlenecks [3, 4, 6, 3].")
-resnet101 = _imagenet_constructor("resnet101", 101,
-                                  "ResNet-101 (Table 1): bottlenecks [3, 4, 23, 3].")
-resnet152 = _imagenet_constructor("resnet152", 152,
-                                  "ResNet-152 (Table 1): bottlenecks [3, 8, 36, 3].")
+resnet18 = _imagenet("resnet18", 18, "ResNet-18 (Table 1): basic blocks [2, 2, 2, 2].")
+resnet34 = _imagenet("resnet34", 34, "ResNet-34 (Table 1): basic blocks [3, 4, 6, 3].")
+resnet50 = _imagenet("resnet50", 50, "ResNet-50 (Table 1): bottlenecks [3, 4, 6, 3].")
+resnet101 = _imagenet("resnet101", 101, "ResNet-101 (Table 1): bottlenecks [3, 4, 23, 3].")
+resnet152 = _imagenet("resnet152", 152, "ResNet-152 (Table 1): bottlenecks [3, 8, 36, 3].")
 
 # Bag of Tricks, Figure 2, cumulatively (GluonCV v1b / v1c / v1d).
-resnet50_b = _imagenet_constructor("resnet50_b", 50,
-                                   "ResNet-50-B: stride on the bottleneck's 3×3 (ResNet v1.5).",
-                                   stride_on_3x3=True)
-resnet50_c = _imagenet_constructor("resnet50_c", 50,
-                                   "ResNet-50-C: ResNet-B plus a deep stem of three 3×3 convs.",
-                                   stride_on_3x3=True, stem="deep")
-resnet50_d = _imagenet_constructor("resnet50_d", 50,
-                                   "ResNet-50-D: ResNet-C plus average-pool downsampling "
-                                   "shortcuts.", stride_on_3x3=True, stem="deep", avg_down=True)
-resnet101_d = _imagenet_constructor("resnet101_d", 101,
-                                    "ResNet-101-D: tweaks B, C and D on ResNet-101.",
-                                    stride_on_3x3=True, stem="deep", avg_down=True)
-resnet18_d = _imagenet_constructor("resnet18_d", 18,
-                                   "ResNet-18-D: deep stem and average-pool shortcuts.",
-                                   stem="deep", avg_down=True)
+resnet50_b = _imagenet("resnet50_b", 50,
+                       "ResNet-50-B: stride on the bottleneck's 3×3 (ResNet v1.5).",
+                       stride_on_3x3=True)
+resnet50_c = _imagenet("resnet50_c", 50,
+                       "ResNet-50-C: ResNet-B plus a deep stem of three 3×3 convs.",
+                       stride_on_3x3=True, stem="deep")
+resnet50_d = _imagenet("resnet50_d", 50,
+                       "ResNet-50-D: ResNet-C plus average-pool downsampling shortcuts.",
+                       stride_on_3x3=True, stem="deep", avg_down=True)
+resnet101_d = _imagenet("resnet101_d", 101, "ResNet-101-D: tweaks B, C and D on ResNet-101.",
+                        stride_on_3x3=True, stem="deep", avg_down=True)
+resnet18_d = _imagenet("resnet18_d", 18, "ResNet-18-D: deep stem and average-pool shortcuts.",
+                       stem="deep", avg_down=True)
 
 # He et al. 2016, full pre-activation units (ImageNet).
-preact_resnet18 = _imagenet_constructor("preact_resnet18", 18,
-                                        "Pre-activation ResNet-18 (full pre-activation units).",
-                                        preactivation=True)
-preact_resnet34 = _imagenet_constructor("preact_resnet34", 34,
-                                        "Pre-activation ResNet-34.", preactivation=True)
-preact_resnet50 = _imagenet_constructor("preact_resnet50", 50,
-                                        "Pre-activation ResNet-50 (ResNet-v2).", preactivation=True)
-preact_resnet101 = _imagenet_constructor("preact_resnet101", 101,
-                                         "Pre-activation ResNet-101.", preactivation=True)
-preact_resnet152 = _imagenet_constructor("preact_resnet152", 152,
-                                         "Pre-activation ResNet-152 (the paper's ImageNet run).",
-                                         preactivation=True)
+preact_resnet18 = _imagenet("preact_resnet18", 18,
+                            "Pre-activation ResNet-18 (full pre-activation units).",
+                            preactivation=True)
+preact_resnet34 = _imagenet("preact_resnet34", 34, "Pre-activation ResNet-34.",
+                            preactivation=True)
+preact_resnet50 = _imagenet("preact_resnet50", 50, "Pre-activation ResNet-50 (ResNet-v2).",
+                            preactivation=True)
+preact_resnet101 = _imagenet("preact_resnet101", 101, "Pre-activation ResNet-101.",
+                             preactivation=True)
+preact_resnet152 = _imagenet("preact_resnet152", 152,
+                             "Pre-activation ResNet-152 (the paper's ImageNet run).",
+                             preactivation=True)
 
 # §4.2: the CIFAR-10 ResNets, 16/32/64 filters, option A shortcuts.
-resnet20 = _cifar_constructor("resnet20", 20, "CIFAR ResNet-20 (§4.2, n = 3): 0.27M parameters.")
-resnet32 = _cifar_constructor("resnet32", 32, "CIFAR ResNet-32 (§4.2, n = 5): 0.46M parameters.")
-resnet44 = _cifar_constructor("resnet44", 44, "CIFAR ResNet-44 (§4.2, n = 7): 0.66M parameters.")
-resnet56 = _cifar_constructor("resnet56", 56, "CIFAR ResNet-56 (§4.2, n = 9): 0.85M parameters.")
-resnet110 = _cifar_constructor("resnet110", 110,
-                               "CIFAR ResNet-110 (§4.2, n = 18): 1.7M parameters.")
-resnet1202 = _cifar_constructor("resnet1202", 1202,
-                                "CIFAR ResNet-1202 (§4.2, n = 200): 19.4M parameters.")
+resnet20 = _cifar("resnet20", 20, "CIFAR ResNet-20 (§4.2, n = 3): 0.27M parameters.")
+resnet32 = _cifar("resnet32", 32, "CIFAR ResNet-32 (§4.2, n = 5): 0.46M parameters.")
+resnet44 = _cifar("resnet44", 44, "CIFAR ResNet-44 (§4.2, n = 7): 0.66M parameters.")
+resnet56 = _cifar("resnet56", 56, "CIFAR ResNet-56 (§4.2, n = 9): 0.85M parameters.")
+resnet110 = _cifar("resnet110", 110, "CIFAR ResNet-110 (§4.2, n = 18): 1.7M parameters.")
+resnet1202 = _cifar("resnet1202", 1202, "CIFAR ResNet-1202 (§4.2, n = 200): 19.4M parameters.")
 
 # Huang et al. 2016: ResNet-110 with stochastic depth, p_L = 0.5.
-resnet110_stochastic_depth = _cifar_constructor(
+resnet110_stochastic_depth = _cifar(
     "resnet110_stochastic_depth", 110,
     "CIFAR ResNet-110 with stochastic depth, linear decay to p_L = 0.5 (Huang et al. 2016).",
     drop_path_rate=0.5)
 
-
-def _cifar_stem_constructor(name, depth, doc):
-    def constructor(num_classes=10, in_channels=3, **options):
-        return imagenet_resnet(depth, num_classes, in_channels, **{"stem": "cifar", **options})
-    constructor.__name__ = constructor.__qualname__ = name
-    constructor.__doc__ = doc
-    constructor.__module__ = __name__
-    return register(name, input_size=32)(constructor)
-
-
 # The ImageNet ResNets with a 3×3 stride-1 stem and no max pool, for 32×32 inputs.
-resnet18_cifar = _cifar_stem_constructor("resnet18_cifar", 18,
-                                         "ResNet-18 with a 3×3 stride-1 stem, no max pool (CIFAR).")
-resnet34_cifar = _cifar_stem_constructor("resnet34_cifar", 34,
-                                         "ResNet-34 with a 3×3 stride-1 stem, no max pool (CIFAR).")
-resnet50_cifar = _cifar_stem_constructor("resnet50_cifar", 50,
-                                         "ResNet-50 with a 3×3 stride-1 stem, no max pool (CIFAR).")
+resnet18_cifar = register_variant("resnet18_cifar", imagenet_resnet, 32, 3, 10,
+                                  "ResNet-18 with a 3×3 stride-1 stem, no max pool (CIFAR).",
+                                  depth=18, stem="cifar")
+resnet34_cifar = register_variant("resnet34_cifar", imagenet_resnet, 32, 3, 10,
+                                  "ResNet-34 with a 3×3 stride-1 stem, no max pool (CIFAR).",
+                                  depth=34, stem="cifar")
+resnet50_cifar = register_variant("resnet50_cifar", imagenet_resnet, 32, 3, 10,
+                                  "ResNet-50 with a 3×3 stride-1 stem, no max pool (CIFAR).",
+                                  depth=50, stem="cifar")
 
 
 def preact_cifar_resnet(depth, num_classes=10, in_channels=3, **options):
@@ -580,22 +556,17 @@ def preact_cifar_resnet(depth, num_classes=10, in_channels=3, **options):
                   **options)
 
 
-@register("preact_resnet110", input_size=32)
-def preact_resnet110(num_classes=10, in_channels=3, **options):
-    """Pre-activation ResNet-110 for CIFAR (He et al. 2016, Table 2): 1.7M parameters."""
-    return preact_cifar_resnet(110, num_classes, in_channels, **options)
-
-
-@register("preact_resnet164", input_size=32)
-def preact_resnet164(num_classes=10, in_channels=3, **options):
-    """Pre-activation ResNet-164 for CIFAR, bottleneck units (Table 3): 1.7M parameters."""
-    return preact_cifar_resnet(164, num_classes, in_channels, **options)
-
-
-@register("preact_resnet1001", input_size=32)
-def preact_resnet1001(num_classes=10, in_channels=3, **options):
-    """Pre-activation ResNet-1001 for CIFAR, bottleneck units (Table 3): 10.2M parameters."""
-    return preact_cifar_resnet(1001, num_classes, in_channels, **options)
+preact_resnet110 = register_variant(
+    "preact_resnet110", preact_cifar_resnet, 32, 3, 10,
+    "Pre-activation ResNet-110 for CIFAR (He et al. 2016, Table 2): 1.7M parameters.", depth=110)
+preact_resnet164 = register_variant(
+    "preact_resnet164", preact_cifar_resnet, 32, 3, 10,
+    "Pre-activation ResNet-164 for CIFAR, bottleneck units (Table 3): 1.7M parameters.",
+    depth=164)
+preact_resnet1001 = register_variant(
+    "preact_resnet1001", preact_cifar_resnet, 32, 3, 10,
+    "Pre-activation ResNet-1001 for CIFAR, bottleneck units (Table 3): 10.2M parameters.",
+    depth=1001)
 
 
 CLI_DEFAULTS = {"variant": "resnet20", "input_size": 28, "optimizer": "sgd", "lr": 0.1,

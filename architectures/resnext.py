@@ -38,7 +38,7 @@ The CIFAR models default to 10 classes, the ImageNet ones to 1000. Every model t
 ``drop_path_rate`` (stochastic depth) and the other options of
 ``architectures.resnet.ResNet``; initialisation is the same as there.
 """
-from architectures import register
+from architectures import register_variant
 from architectures.resnet import IMAGENET_DEPTHS, ResNet
 
 # ----------------------------------------------------------------------------- the tables
@@ -77,45 +77,29 @@ def resnext_cifar(cardinality, group_width, num_classes=10, in_channels=3, **opt
 
 
 # ----------------------------------------------------------------------------- named models
-@register("resnext50_32x4d", input_size=224)
-def resnext50_32x4d(num_classes=1000, in_channels=3, **options):
-    """ResNeXt-50 (32×4d), Table 1: 32 groups of 4 channels at conv2."""
-    return resnext_imagenet(*IMAGENET_CONFIGS["resnext50_32x4d"], num_classes, in_channels,
-                            **options)
+def _imagenet(name, doc):
+    depth, cardinality, group_width = IMAGENET_CONFIGS[name]
+    return register_variant(name, resnext_imagenet, 224, 3, 1000, doc, depth=depth,
+                            cardinality=cardinality, group_width=group_width)
 
 
-@register("resnext101_32x4d", input_size=224)
-def resnext101_32x4d(num_classes=1000, in_channels=3, **options):
-    """ResNeXt-101 (32×4d), Table 3/5."""
-    return resnext_imagenet(*IMAGENET_CONFIGS["resnext101_32x4d"], num_classes, in_channels,
-                            **options)
+def _cifar(name, doc):
+    cardinality, group_width = CIFAR_CONFIGS[name]
+    return register_variant(name, resnext_cifar, 32, 3, 10, doc, cardinality=cardinality,
+                            group_width=group_width)
 
 
-@register("resnext101_32x8d", input_size=224)
-def resnext101_32x8d(num_classes=1000, in_channels=3, **options):
-    """ResNeXt-101 (32×8d): wider groups (torchvision's reference build)."""
-    return resnext_imagenet(*IMAGENET_CONFIGS["resnext101_32x8d"], num_classes, in_channels,
-                            **options)
-
-
-@register("resnext101_64x4d", input_size=224)
-def resnext101_64x4d(num_classes=1000, in_channels=3, **options):
-    """ResNeXt-101 (64×4d), Table 5: higher cardinality at about 2× ResNet-101's cost."""
-    return resnext_imagenet(*IMAGENET_CONFIGS["resnext101_64x4d"], num_classes, in_channels,
-                            **options)
-
-
-@register("resnext29_8x64d", input_size=32)
-def resnext29_8x64d(num_classes=10, in_channels=3, **options):
-    """ResNeXt-29 (8×64d) for CIFAR, §5.2: 34.4M parameters."""
-    return resnext_cifar(*CIFAR_CONFIGS["resnext29_8x64d"], num_classes, in_channels, **options)
-
-
-@register("resnext29_16x64d", input_size=32)
-def resnext29_16x64d(num_classes=10, in_channels=3, **options):
-    """ResNeXt-29 (16×64d) for CIFAR, §5.2: 68.1M parameters."""
-    return resnext_cifar(*CIFAR_CONFIGS["resnext29_16x64d"], num_classes, in_channels,
-                         **options)
+resnext50_32x4d = _imagenet("resnext50_32x4d",
+                            "ResNeXt-50 (32×4d), Table 1: 32 groups of 4 channels at conv2.")
+resnext101_32x4d = _imagenet("resnext101_32x4d", "ResNeXt-101 (32×4d), Table 3/5.")
+resnext101_32x8d = _imagenet("resnext101_32x8d",
+                             "ResNeXt-101 (32×8d): wider groups (torchvision's reference build).")
+resnext101_64x4d = _imagenet("resnext101_64x4d", "ResNeXt-101 (64×4d), Table 5: higher "
+                                                 "cardinality at about 2× ResNet-101's cost.")
+resnext29_8x64d = _cifar("resnext29_8x64d",
+                         "ResNeXt-29 (8×64d) for CIFAR, §5.2: 34.4M parameters.")
+resnext29_16x64d = _cifar("resnext29_16x64d",
+                          "ResNeXt-29 (16×64d) for CIFAR, §5.2: 68.1M parameters.")
 
 
 CLI_DEFAULTS = {"variant": "resnext50_32x4d", "input_size": 28, "optimizer": "adam",

@@ -46,7 +46,7 @@ uniform initialisation; everything else is initialised as in architectures/resne
 """
 from minicnn import functional as F
 from minicnn import nn
-from architectures import register
+from architectures import register_variant
 from architectures.common import ConvBNAct, SqueezeExcitation
 from architectures.resnet import IMAGENET_DEPTHS, BasicBlock, Bottleneck, ResNet, CIFAR_WIDTHS
 from architectures.resnext import IMAGENET_CONFIGS
@@ -147,9 +147,9 @@ def se_resnet(depth, num_classes=1000, in_channels=3, **options):
     return ResNet(block, layers, num_classes, in_channels, **options)
 
 
-def se_resnext(name, num_classes=1000, in_channels=3, **options):
+def se_resnext(config, num_classes=1000, in_channels=3, **options):
     """SE-ResNeXt from a ResNeXt configuration name (e.g. "resnext50_32x4d")."""
-    depth, cardinality, group_width = IMAGENET_CONFIGS[name]
+    depth, cardinality, group_width = IMAGENET_CONFIGS[config]
     _, layers = IMAGENET_DEPTHS[depth]
     options = {"groups": cardinality, "width_per_group": group_width, "stride_on_3x3": True,
                **options}
@@ -166,46 +166,25 @@ def se_cifar_resnet(depth, num_classes=10, in_channels=3, **options):
                   **options)
 
 
-@register("se_resnet50", input_size=224)
-def se_resnet50(num_classes=1000, in_channels=3, **options):
-    """SE-ResNet-50 (Table 1): 28.1M parameters, +2.5M over ResNet-50."""
-    return se_resnet(50, num_classes, in_channels, **options)
-
-
-@register("se_resnet101", input_size=224)
-def se_resnet101(num_classes=1000, in_channels=3, **options):
-    """SE-ResNet-101 (Table 2): 49.3M parameters."""
-    return se_resnet(101, num_classes, in_channels, **options)
-
-
-@register("se_resnet152", input_size=224)
-def se_resnet152(num_classes=1000, in_channels=3, **options):
-    """SE-ResNet-152 (Table 2): 66.8M parameters."""
-    return se_resnet(152, num_classes, in_channels, **options)
-
-
-@register("se_resnext50_32x4d", input_size=224)
-def se_resnext50_32x4d(num_classes=1000, in_channels=3, **options):
-    """SE-ResNeXt-50 (32×4d) (Table 1): 27.6M parameters."""
-    return se_resnext("resnext50_32x4d", num_classes, in_channels, **options)
-
-
-@register("se_resnext101_32x4d", input_size=224)
-def se_resnext101_32x4d(num_classes=1000, in_channels=3, **options):
-    """SE-ResNeXt-101 (32×4d) (Table 2): 49.0M parameters."""
-    return se_resnext("resnext101_32x4d", num_classes, in_channels, **options)
-
-
-@register("se_resnet20", input_size=32)
-def se_resnet20(num_classes=10, in_channels=3, **options):
-    """CIFAR ResNet-20 with SE blocks (a small model for quick runs)."""
-    return se_cifar_resnet(20, num_classes, in_channels, **options)
-
-
-@register("se_resnet110", input_size=32)
-def se_resnet110(num_classes=10, in_channels=3, **options):
-    """CIFAR ResNet-110 with SE blocks (the paper's CIFAR-10 experiment)."""
-    return se_cifar_resnet(110, num_classes, in_channels, **options)
+se_resnet50 = register_variant(
+    "se_resnet50", se_resnet, 224, 3, 1000,
+    "SE-ResNet-50 (Table 1): 28.1M parameters, +2.5M over ResNet-50.", depth=50)
+se_resnet101 = register_variant("se_resnet101", se_resnet, 224, 3, 1000,
+                                "SE-ResNet-101 (Table 2): 49.3M parameters.", depth=101)
+se_resnet152 = register_variant("se_resnet152", se_resnet, 224, 3, 1000,
+                                "SE-ResNet-152 (Table 2): 66.8M parameters.", depth=152)
+se_resnext50_32x4d = register_variant(
+    "se_resnext50_32x4d", se_resnext, 224, 3, 1000,
+    "SE-ResNeXt-50 (32×4d) (Table 1): 27.6M parameters.", config="resnext50_32x4d")
+se_resnext101_32x4d = register_variant(
+    "se_resnext101_32x4d", se_resnext, 224, 3, 1000,
+    "SE-ResNeXt-101 (32×4d) (Table 2): 49.0M parameters.", config="resnext101_32x4d")
+se_resnet20 = register_variant(
+    "se_resnet20", se_cifar_resnet, 32, 3, 10,
+    "CIFAR ResNet-20 with SE blocks (a small model for quick runs).", depth=20)
+se_resnet110 = register_variant(
+    "se_resnet110", se_cifar_resnet, 32, 3, 10,
+    "CIFAR ResNet-110 with SE blocks (the paper's CIFAR-10 experiment).", depth=110)
 
 
 CLI_DEFAULTS = {"variant": "se_resnet20", "input_size": 28, "optimizer": "sgd", "lr": 0.1,

@@ -46,7 +46,7 @@ Training: SGD, batch 256, momentum 0.9, weight decay 5e-4, learning rate 1e-2 di
 import re
 from collections import OrderedDict
 
-from architectures import register
+from architectures import register, register_variant
 from architectures.alexnet import LRN
 from minicnn import nn
 
@@ -181,76 +181,31 @@ class VGGCifar(nn.Module):
         return self.classifier(self.flatten(self.avgpool(self.features(x))))
 
 
-@register("vgg11", input_size=224)
-def vgg11(num_classes=1000, in_channels=3, **options):
-    """VGG configuration A (11 weight layers)."""
-    return VGG("A", num_classes, in_channels, batch_norm=False, **options)
+def _vgg(name, config, doc, batch_norm=False):
+    return register_variant(name, VGG, 224, 3, 1000, doc, config=config, batch_norm=batch_norm)
 
 
-@register("vgg11_bn", input_size=224)
-def vgg11_bn(num_classes=1000, in_channels=3, **options):
-    """VGG configuration A (11 weight layers) with batch norm."""
-    return VGG("A", num_classes, in_channels, batch_norm=True, **options)
-
-
-@register("vgg11_lrn", input_size=224)
-def vgg11_lrn(num_classes=1000, in_channels=3, **options):
-    """VGG configuration A-LRN (A with LRN after conv1)."""
-    return VGG("A-LRN", num_classes, in_channels, batch_norm=False, **options)
-
-
-@register("vgg11_lrn_bn", input_size=224)
-def vgg11_lrn_bn(num_classes=1000, in_channels=3, **options):
-    """VGG configuration A-LRN (A with LRN after conv1) with batch norm."""
-    return VGG("A-LRN", num_classes, in_channels, batch_norm=True, **options)
-
-
-@register("vgg13", input_size=224)
-def vgg13(num_classes=1000, in_channels=3, **options):
-    """VGG configuration B (13 weight layers)."""
-    return VGG("B", num_classes, in_channels, batch_norm=False, **options)
-
-
-@register("vgg13_bn", input_size=224)
-def vgg13_bn(num_classes=1000, in_channels=3, **options):
-    """VGG configuration B (13 weight layers) with batch norm."""
-    return VGG("B", num_classes, in_channels, batch_norm=True, **options)
-
-
-@register("vgg16_c", input_size=224)
-def vgg16_c(num_classes=1000, in_channels=3, **options):
-    """VGG configuration C (16 weight layers, three of them 1×1)."""
-    return VGG("C", num_classes, in_channels, batch_norm=False, **options)
-
-
-@register("vgg16_c_bn", input_size=224)
-def vgg16_c_bn(num_classes=1000, in_channels=3, **options):
-    """VGG configuration C (16 weight layers, three of them 1×1) with batch norm."""
-    return VGG("C", num_classes, in_channels, batch_norm=True, **options)
-
-
-@register("vgg16", input_size=224)
-def vgg16(num_classes=1000, in_channels=3, **options):
-    """VGG configuration D (16 weight layers)."""
-    return VGG("D", num_classes, in_channels, batch_norm=False, **options)
-
-
-@register("vgg16_bn", input_size=224)
-def vgg16_bn(num_classes=1000, in_channels=3, **options):
-    """VGG configuration D (16 weight layers) with batch norm."""
-    return VGG("D", num_classes, in_channels, batch_norm=True, **options)
-
-
-@register("vgg19", input_size=224)
-def vgg19(num_classes=1000, in_channels=3, **options):
-    """VGG configuration E (19 weight layers)."""
-    return VGG("E", num_classes, in_channels, batch_norm=False, **options)
-
-
-@register("vgg19_bn", input_size=224)
-def vgg19_bn(num_classes=1000, in_channels=3, **options):
-    """VGG configuration E (19 weight layers) with batch norm."""
-    return VGG("E", num_classes, in_channels, batch_norm=True, **options)
+# Table 1's configurations, each as published and with batch norm after every convolution.
+vgg11 = _vgg("vgg11", "A", "VGG configuration A (11 weight layers).")
+vgg11_bn = _vgg("vgg11_bn", "A", "VGG configuration A (11 weight layers) with batch norm.",
+                batch_norm=True)
+vgg11_lrn = _vgg("vgg11_lrn", "A-LRN", "VGG configuration A-LRN (A with LRN after conv1).")
+vgg11_lrn_bn = _vgg("vgg11_lrn_bn", "A-LRN",
+                    "VGG configuration A-LRN (A with LRN after conv1) with batch norm.",
+                    batch_norm=True)
+vgg13 = _vgg("vgg13", "B", "VGG configuration B (13 weight layers).")
+vgg13_bn = _vgg("vgg13_bn", "B", "VGG configuration B (13 weight layers) with batch norm.",
+                batch_norm=True)
+vgg16_c = _vgg("vgg16_c", "C", "VGG configuration C (16 weight layers, three of them 1×1).")
+vgg16_c_bn = _vgg("vgg16_c_bn", "C",
+                  "VGG configuration C (16 weight layers, three of them 1×1) with batch norm.",
+                  batch_norm=True)
+vgg16 = _vgg("vgg16", "D", "VGG configuration D (16 weight layers).")
+vgg16_bn = _vgg("vgg16_bn", "D", "VGG configuration D (16 weight layers) with batch norm.",
+                batch_norm=True)
+vgg19 = _vgg("vgg19", "E", "VGG configuration E (19 weight layers).")
+vgg19_bn = _vgg("vgg19_bn", "E", "VGG configuration E (19 weight layers) with batch norm.",
+                batch_norm=True)
 
 
 @register("vgg16_bn_cifar", input_size=32, num_classes=10,

@@ -43,7 +43,7 @@ decay, as in architectures.resnet) to any of these.
 from collections import OrderedDict
 
 from minicnn import nn
-from architectures import register
+from architectures import register_variant
 from architectures.resnet import drop_path_rates, imagenet_resnet
 
 # ----------------------------------------------------------------------------- the table
@@ -141,48 +141,33 @@ def wide_resnet_cifar(depth, widen_factor, num_classes=10, in_channels=3, **opti
     return WideResNet(depth, widen_factor, num_classes, in_channels, **options)
 
 
-@register("wrn_28_10", input_size=32)
-def wrn_28_10(num_classes=10, in_channels=3, **options):
-    """WRN-28-10 (CIFAR): 36.5M parameters, the paper's headline model."""
-    return wide_resnet_cifar(28, 10, num_classes, in_channels, **options)
-
-
-@register("wrn_28_10_dropout", input_size=32)
-def wrn_28_10_dropout(num_classes=10, in_channels=3, **options):
-    """WRN-28-10 with dropout 0.3 between the convolutions (Table 6's best CIFAR model)."""
-    return wide_resnet_cifar(28, 10, num_classes, in_channels, **{"dropout": 0.3, **options})
-
-
-@register("wrn_40_4", input_size=32)
-def wrn_40_4(num_classes=10, in_channels=3, **options):
-    """WRN-40-4 (CIFAR): 8.9M parameters."""
-    return wide_resnet_cifar(40, 4, num_classes, in_channels, **options)
-
-
-@register("wrn_16_8", input_size=32)
-def wrn_16_8(num_classes=10, in_channels=3, **options):
-    """WRN-16-8 (CIFAR): 11.0M parameters."""
-    return wide_resnet_cifar(16, 8, num_classes, in_channels, **options)
-
-
-@register("wrn_16_4", input_size=32)
-def wrn_16_4(num_classes=10, in_channels=3, **options):
-    """WRN-16-4 (CIFAR): 2.7M parameters, the smallest of Table 4."""
-    return wide_resnet_cifar(16, 4, num_classes, in_channels, **options)
-
-
-@register("wide_resnet50_2", input_size=224)
-def wide_resnet50_2(num_classes=1000, in_channels=3, **options):
-    """WRN-50-2-bottleneck (ImageNet): ResNet-50 with 2× wider 3×3 convolutions."""
+def wide_resnet_imagenet(depth, num_classes=1000, in_channels=3, **options):
+    """WRN-``depth``-2-bottleneck (ImageNet): the ResNet with 2× wider 3×3 convolutions."""
     options = {"width_per_group": 128, "stride_on_3x3": True, **options}
-    return imagenet_resnet(50, num_classes, in_channels, **options)
+    return imagenet_resnet(depth, num_classes, in_channels, **options)
 
 
-@register("wide_resnet101_2", input_size=224)
-def wide_resnet101_2(num_classes=1000, in_channels=3, **options):
-    """WRN-101-2-bottleneck (ImageNet): ResNet-101 with 2× wider 3×3 convolutions."""
-    options = {"width_per_group": 128, "stride_on_3x3": True, **options}
-    return imagenet_resnet(101, num_classes, in_channels, **options)
+def _cifar(name, depth, widen_factor, doc, **settings):
+    return register_variant(name, wide_resnet_cifar, 32, 3, 10, doc, depth=depth,
+                            widen_factor=widen_factor, **settings)
+
+
+wrn_28_10 = _cifar("wrn_28_10", 28, 10,
+                   "WRN-28-10 (CIFAR): 36.5M parameters, the paper's headline model.")
+wrn_28_10_dropout = _cifar(
+    "wrn_28_10_dropout", 28, 10,
+    "WRN-28-10 with dropout 0.3 between the convolutions (Table 6's best CIFAR model).",
+    dropout=0.3)
+wrn_40_4 = _cifar("wrn_40_4", 40, 4, "WRN-40-4 (CIFAR): 8.9M parameters.")
+wrn_16_8 = _cifar("wrn_16_8", 16, 8, "WRN-16-8 (CIFAR): 11.0M parameters.")
+wrn_16_4 = _cifar("wrn_16_4", 16, 4,
+                  "WRN-16-4 (CIFAR): 2.7M parameters, the smallest of Table 4.")
+wide_resnet50_2 = register_variant(
+    "wide_resnet50_2", wide_resnet_imagenet, 224, 3, 1000,
+    "WRN-50-2-bottleneck (ImageNet): ResNet-50 with 2× wider 3×3 convolutions.", depth=50)
+wide_resnet101_2 = register_variant(
+    "wide_resnet101_2", wide_resnet_imagenet, 224, 3, 1000,
+    "WRN-101-2-bottleneck (ImageNet): ResNet-101 with 2× wider 3×3 convolutions.", depth=101)
 
 
 CLI_DEFAULTS = {"variant": "wrn_16_4", "input_size": 20, "optimizer": "sgd", "lr": 0.1,

@@ -112,10 +112,10 @@ def concat_chain_row(name, rng, batch, channels, growth, layers, side, repeat=7)
 
 
 def folding_row(name, rng, architecture, input_shape, repeat=7):
-    """Inference with and without conv–BN folding (``minicnn.nn.fold_batchnorm``)."""
+    """Inference with and without conv–BN folding (``minicnn.fold.fold_batchnorm``)."""
     import architectures
     from minicnn import no_grad
-    from minicnn.nn import fold_batchnorm
+    from minicnn.fold import fold_batchnorm
     model = architectures.create(architecture, num_classes=10, in_channels=input_shape[1]).eval()
     folded = fold_batchnorm(model)
     x = _tensor(rng, input_shape, requires_grad=False)

@@ -79,7 +79,6 @@ resident set (``ru_maxrss``) is shown as well, a lower bound when the process ha
 peaked higher.
 """
 import copy
-import sys
 import gc
 import time
 import tracemalloc
@@ -89,12 +88,13 @@ import numpy as np
 
 from minicnn.backend import get_array_module
 from minicnn.flops import CATEGORIES, adaptive_window_lengths, layer_flops
+from minicnn.functional.geometry import pair
 from minicnn.nn.conv import Conv2d
 from minicnn.nn.layers import Flatten, Identity, Linear
 from minicnn.nn.pool import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d,
                              GlobalAvgPool2d, MaxPool2d)
 from minicnn.report import render_csv, render_table
-from minicnn.tensor import Tensor, no_grad
+from minicnn.tensor import Tensor
 from minicnn.trace import input_shape, sample_input, tensors_in, trace_forward
 
 DEFAULT_COUNT = ("conv", "linear", "pool")
@@ -198,9 +198,10 @@ def _layer_field(module, field, input_shape, output_shape):
         if spatial_in == spatial_out:
             return field
         if hasattr(module, "kernel_size") and hasattr(module, "stride"):
-            pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
-            return field.through(pair(module.kernel_size), pair(module.stride),
-                                 pair(getattr(module, "dilation", 1)))
+            owner = type(module).__name__
+            return field.through(pair(module.kernel_size, "kernel_size", owner),
+                                 pair(module.stride, "stride", owner),
+                                 pair(getattr(module, "dilation", 1), "dilation", owner))
         if spatial_out == (1, 1):
             return Field.ALL
         # A custom down-sampling layer that says nothing of its window: assume

@@ -1,8 +1,8 @@
 """Tracing a forward pass: which layers ran, which operations ran between them.
 
 Several tools need to see a network run once: the cost table (``minicnn.summary``),
-batch-norm folding (``minicnn.nn.fold``), turning a classifier into a fully convolutional
-network (``minicnn.nn.convolutionize``) and the ONNX exporter. They all use
+batch-norm folding (``minicnn.fold``), turning a classifier into a fully convolutional
+network (``minicnn.convolutionize``) and the ONNX exporter. They all use
 ``trace_forward``, which watches one eval-mode pass through the engine's two observer
 hooks — nothing is patched — and returns a ``ForwardTrace``:
 
@@ -28,8 +28,9 @@ class LayerCall:
 
 
 class OperationCall:
-    """One ``Function`` call: its type, the identities of its input and output tensors, and
-    the innermost module that was running when it was called (None between modules)."""
+    """One ``Function`` call: its type, the identities and shapes of its input tensors, its
+    output's shape, and the innermost module that was running when it was called (None
+    between modules). Which call produced a tensor is ``ForwardTrace.made_by``."""
 
     def __init__(self, function, inputs, outputs, module):
         self.kind = type(function).__name__
@@ -39,7 +40,6 @@ class OperationCall:
         self.input_shapes = [tuple(x.shape) for x in tensors]
         self.input_is_parameter = [isinstance(x, Parameter) for x in tensors]
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        self.output_ids = [id(y) for y in outputs]
         self.output_shape = tuple(outputs[0].shape)
 
 

@@ -7,7 +7,7 @@
                 and averaging the predictions made by the network's softmax layer on the
                 ten patches"
     dense       VGG (Simonyan & Zisserman 2015, §3.2): the fully connected layers become
-                convolutions (``minicnn.nn.convolutionize``), the whole uncropped image at
+                convolutions (``minicnn.convolutionize``), the whole uncropped image at
                 several scales Q goes through the network, each class-score map is
                 spatially averaged, and the soft-max posteriors of all scales and of the
                 mirrored images are averaged

@@ -6,7 +6,7 @@ import pytest
 
 import architectures
 from minicnn import nn, no_grad, Tensor
-from minicnn.nn.convolutionize import convolutionize, score_map_size
+from minicnn.convolutionize import convolutionize, score_map_size
 
 
 def run(model, x):
@@ -160,6 +160,7 @@ def test_unsupported_structures_are_rejected_with_a_reason():
 def test_the_tracing_input_is_made_by_the_models_array_module(monkeypatch):
     """convolutionize traces with an input made by the array module of the model's
     parameters (before: NumPy always, which a GPU model cannot read)."""
+    import minicnn.convolutionize as convolutionize_module
     import minicnn.trace as trace_module
 
     class Marked(np.ndarray):
@@ -177,7 +178,7 @@ def test_the_tracing_input_is_made_by_the_models_array_module(monkeypatch):
         traced_inputs.append(x.data)
         return real_trace_forward(model, Tensor(np.asarray(x.data)))
     monkeypatch.setattr(trace_module, "get_array_module", lambda *arrays: ModelsArrayModule)
-    monkeypatch.setattr(trace_module, "trace_forward", recording_trace_forward)
+    monkeypatch.setattr(convolutionize_module, "trace_forward", recording_trace_forward)
     convolutionize(lenet5(), 28)
     assert traced_inputs and all(isinstance(x, Marked) for x in traced_inputs)
     assert all(x.dtype == np.float64 for x in traced_inputs)

@@ -318,6 +318,16 @@ class MirrorRanks(SingleProcess):
         return arrays
 
 
+def test_flat_views_lay_arrays_end_to_end_and_write_through():
+    buffer = np.arange(12.0)
+    first, second, scalar = data_parallel.flat_views(buffer, [(2, 3), (5,), ()])
+    np.testing.assert_array_equal(first, [[0, 1, 2], [3, 4, 5]])
+    np.testing.assert_array_equal(second, [6, 7, 8, 9, 10])
+    assert scalar.shape == () and scalar == 11
+    second[...] = -1                                # a view: the buffer sees the write
+    np.testing.assert_array_equal(buffer[6:11], -1)
+
+
 def test_gradient_buckets_average_and_keep_missing_gradients_missing():
     model = nn.Sequential(nn.Linear(50, 40), nn.ReLU(), nn.Linear(40, 30), nn.Linear(30, 2))
     x = Tensor(np.random.default_rng(0).normal(size=(5, 50)).astype(np.float32))

@@ -6,7 +6,7 @@ import pytest
 
 import architectures
 from minicnn import nn, no_grad, Tensor
-from minicnn.nn.fold import find_foldable_pairs, fold_batchnorm, fold_into
+from minicnn.fold import find_foldable_pairs, fold_batchnorm, fold_into
 
 
 def randomize_batchnorm(model, seed=0):

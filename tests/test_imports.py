@@ -94,13 +94,30 @@ def test_the_cycle_finder_finds_cycles():
 def test_the_graph_sees_deferred_and_from_package_imports():
     graph = import_graph()
     assert "minicnn.tensor" in graph["minicnn.functional.math"]
-    assert "minicnn.trace" in graph["minicnn.nn.fold"]          # imported inside a function
+    assert "minicnn.optim.checkpoint" in graph["minicnn.nn.transfer"]  # inside a function
+    assert "minicnn.trace" in graph["minicnn.fold"]
     assert "minicnn.nn" in graph["minicnn.trace"] or "minicnn.nn.conv" in graph["minicnn.trace"]
 
 
 def test_no_import_cycles_inside_minicnn():
     found = cycles(import_graph())
     assert not found, "import cycles in minicnn: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+# The tools that watch or rewrite a network: they sit above the layers.
+TOOLS = ("minicnn.trace", "minicnn.flops", "minicnn.summary", "minicnn.report",
+         "minicnn.fold", "minicnn.convolutionize")
+
+
+def test_the_layers_never_import_the_tools():
+    """nn/ holds layers; the tracer, the cost table and the rewrites built on them import
+    nn, never the reverse (not even inside a function), so nn/ and the tools form no cycle
+    even counted package by package."""
+    graph = import_graph()
+    offenders = sorted((name, tool) for name, imported in graph.items()
+                       if name == "minicnn.nn" or name.startswith("minicnn.nn.")
+                       for tool in imported if tool in TOOLS)
+    assert not offenders, f"layers importing the tools: {offenders}"
 
 
 # Programs built on top of the zoo, not part of the engine: the command line every

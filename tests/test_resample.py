@@ -209,14 +209,18 @@ def test_upsample_gradient_is_the_block_sum():
     (lambda: F.upsample_nearest2d(Tensor(np.zeros((3, 4, 4))), 2), ValueError,
      r"UpsampleNearest2d\(scale_factor=2\): expected a 4-D \(N, C, H, W\) input, got shape "
      r"\(3, 4, 4\)"),
-    (lambda: F.upsample_nearest2d(Tensor(np.zeros((1, 1, 4, 4))), 1.5), ValueError,
-     r"scale_factor must be a positive int or an \(h, w\) pair of positive ints, got 1.5"),
+    (lambda: F.upsample_nearest2d(Tensor(np.zeros((1, 1, 4, 4))), 1.5), TypeError,
+     r"scale_factor must be an int or an \(h, w\) pair of ints, got 1.5"),
     (lambda: F.upsample_nearest2d(Tensor(np.zeros((1, 1, 4, 4))), (2, 0)), ValueError,
-     r"scale_factor must be a positive int .* got \(2, 0\)"),
+     r"scale_factor must be positive \(at least 1\), got \(2, 0\)"),
     (lambda: F.max_pool2d_same(Tensor(np.zeros((1, 1, 4, 4), np.int64))), TypeError,
      r"MaxPool2dSame.*float32 or float64 input, got dtype int64"),
     (lambda: F.max_pool2d_same(Tensor(np.zeros((1, 1, 4, 4))), 3, 0), ValueError,
-     r"MaxPool2dSame\(kernel_size=3, stride=0\): stride must be a positive int"),
+     r"MaxPool2dSame\(kernel_size=3, stride=0\): stride must be positive"),
+    (lambda: nn.UpsamplingNearest2d(0), ValueError,
+     r"UpsamplingNearest2d: scale_factor must be positive \(at least 1\), got 0"),
+    (lambda: nn.MaxPool2dSame("3"), TypeError,
+     r"MaxPool2dSame: kernel_size must be an int or an \(h, w\) pair of ints, got '3'"),
 ])
 def test_errors_name_the_operation_and_what_arrived(call, error, message):
     with pytest.raises(error, match=message):

@@ -5,7 +5,7 @@ import pytest
 
 import architectures
 from minicnn import Tensor, nn, no_grad
-from minicnn.nn.convolutionize import convolutionize
+from minicnn.convolutionize import convolutionize
 from minicnn.progressive import EFFICIENTNET_V2_TABLE6, ProgressiveSchedule
 from minicnn.tta import dense_predict, predict, ten_crops
 

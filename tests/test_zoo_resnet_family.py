@@ -328,6 +328,19 @@ def test_drop_path_option_reaches_every_residual_family():
         assert rates and max(rates) == pytest.approx(0.2), name
 
 
+def test_a_variants_registered_settings_are_defaults_a_call_overrides():
+    """register_variant: resnet110_stochastic_depth is cifar_resnet(depth=110,
+    drop_path_rate=0.5); a keyword of the call wins over the registered setting."""
+    def drop_paths(model):
+        return sum(isinstance(m, nn.DropPath) for m in model.modules())
+    assert drop_paths(architectures.create("resnet110_stochastic_depth")) == 54
+    assert drop_paths(architectures.create("resnet110_stochastic_depth",
+                                           drop_path_rate=0.0)) == 0
+    # built on ResNet's builder, registered by its own family's
+    assert architectures.entry("wide_resnet50_2").family == "wide_resnet"
+    assert architectures.entry("se_resnet20").family == "senet"
+
+
 def test_stochastic_depth_drops_whole_samples_in_training_only():
     """Training: each sample gets either relu(shortcut) (branch dropped) or
     relu(F/p + shortcut) (kept, inverted scaling). Test time: relu(F + shortcut)."""

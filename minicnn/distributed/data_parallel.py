@@ -58,21 +58,27 @@ DEFAULT_BUCKET_MB = 4.0
 
 # ----------------------------------------------------------------------------- packing
 
-def _pack(arrays, buffer):
-    """Copy ``arrays`` one after the other into the flat ``buffer``; returns the end."""
+def flat_views(buffer, shapes):
+    """Views of consecutive pieces of the flat ``buffer``, one of each shape in ``shapes``:
+    the layout every packed buffer here uses (arrays one after the other, C order)."""
     offset = 0
-    for array in arrays:
-        buffer[offset:offset + array.size] = array.reshape(-1)
-        offset += array.size
-    return offset
+    for shape in shapes:
+        size = int(np.prod(shape, dtype=np.int64))
+        yield buffer[offset:offset + size].reshape(shape)
+        offset += size
+
+
+def _pack(arrays, buffer, shapes=None):
+    """Copy ``arrays`` one after the other into the flat ``buffer`` (None: zeros of the
+    matching entry of ``shapes``)."""
+    for view, array in zip(flat_views(buffer, shapes or [a.shape for a in arrays]), arrays):
+        view[...] = 0 if array is None else array
 
 
 def _unpack(buffer, arrays):
     """Copy consecutive pieces of the flat ``buffer`` back into ``arrays`` (in place)."""
-    offset = 0
-    for array in arrays:
-        array[...] = buffer[offset:offset + array.size].reshape(array.shape)
-        offset += array.size
+    for view, array in zip(flat_views(buffer, [a.shape for a in arrays]), arrays):
+        array[...] = view
 
 
 def _groups_by_kind(arrays):
@@ -181,13 +187,7 @@ class GradientBuckets:
         """Replace every gradient by its mean over the ranks; returns whether any rank
         requested a stop. ``reducer.allreduce_many_`` does the sums (MPI or NCCL)."""
         for index, (members, buffer, values) in enumerate(self.buckets):
-            offset = 0
-            for p in members:
-                if p.grad is None:
-                    buffer[offset:offset + p.size] = 0
-                else:
-                    buffer[offset:offset + p.size] = p.grad.reshape(-1)
-                offset += p.size
+            _pack([p.grad for p in members], buffer, [p.shape for p in members])
             flags = buffer[values:values + len(members)]
             flags[...] = get_array_module(buffer).asarray([p.grad is not None for p in members])
             if index == 0:
@@ -197,12 +197,11 @@ class GradientBuckets:
         scale = 1.0 / size
         for members, buffer, values in self.buckets:
             counts = buffer[values:values + len(members)].tolist()
-            offset = 0
-            for p, count in zip(members, counts):
+            views = flat_views(buffer, [p.shape for p in members])
+            for p, count, view in zip(members, counts, views):
                 if count > 0:
                     # a fresh array: the bucket is reused next step, p.grad must not alias it
-                    p.grad = (buffer[offset:offset + p.size] * scale).reshape(p.shape)
-                offset += p.size
+                    p.grad = view * scale
         return bool(self.buckets[0][1][-1] > 0)
 
 

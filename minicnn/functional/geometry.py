@@ -20,9 +20,11 @@ what it must be, and what arrived.
 """
 import numbers
 
-# The lower bound of each setting, and the words that say so.
+# The lower bound of each setting, and the words that say so (a resampling layer's
+# scale factor is parsed by the same rules).
 _LOWER_BOUNDS = {"kernel_size": (1, "positive"), "stride": (1, "positive"),
-                 "dilation": (1, "positive"), "padding": (0, "non-negative")}
+                 "dilation": (1, "positive"), "padding": (0, "non-negative"),
+                 "scale_factor": (1, "positive")}
 
 
 def is_int(value):

@@ -1,4 +1,4 @@
-"""Losses and metrics.
+"""Losses and metrics: cross-entropy (with label smoothing), NLL, MSE, top-k accuracy.
 
 ``cross_entropy`` is one fused Function (log-softmax and the negative log-likelihood
 together) because its gradient is then the famously simple ``softmax(z) − target``, and

@@ -126,15 +126,22 @@ def adaptive_bins(size, out):
     return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
 
 
-def _adaptive_settings(name, output_size, x):
-    _check_input(name, x)
+def adaptive_output_size(name, output_size):
+    """An int or an (h, w) pair -> an (h, w) tuple whose entries are positive ints, or None
+    where that input size is kept."""
     if is_int(output_size):
         output_size = (output_size, output_size)
     if not (isinstance(output_size, (tuple, list)) and len(output_size) == 2
             and all(v is None or (is_int(v) and v >= 1) for v in output_size)):
         raise ValueError(f"{name}: output_size must be a positive int or an (h, w) pair of "
                          f"positive ints (None keeps that input size), got {output_size!r}")
-    return tuple(size if o is None else int(o) for o, size in zip(output_size, x.shape[2:]))
+    return tuple(None if o is None else int(o) for o in output_size)
+
+
+def _adaptive_settings(name, output_size, x):
+    _check_input(name, x)
+    return tuple(size if o is None else o for o, size in
+                 zip(adaptive_output_size(name, output_size), x.shape[2:]))
 
 
 def _evenly_divides(in_hw, out_hw):

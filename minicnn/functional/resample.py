@@ -31,27 +31,14 @@ max pooling's:
     gx[n, c, h, w] = Σ of gy[n, c, i, j] over the windows whose maximum is at (h, w)
 """
 import math
-import numbers
 
 import numpy as np
 
 from minicnn.backend import get_array_module
+from minicnn.functional.geometry import checked_pair
 from minicnn.kernels import channels_first_view, channels_last
 from minicnn.kernels import pool as kernels
 from minicnn.tensor import Function
-
-
-def _positive_pair(value, what, name):
-    """A positive int or an (h, w) pair of positive ints -> an (h, w) tuple of ints."""
-    def is_int(v):
-        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-    if is_int(value):
-        value = (value, value)
-    if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(map(is_int, value))
-            and min(value) >= 1):
-        raise ValueError(f"{name}: {what} must be a positive int or an (h, w) pair of "
-                         f"positive ints, got {value!r}")
-    return (int(value[0]), int(value[1]))
 
 
 def _check_input(name, x):
@@ -83,7 +70,7 @@ class UpsampleNearest2d(Function):
 
     def __init__(self, scale_factor=2):
         self.name = f"UpsampleNearest2d(scale_factor={scale_factor})"
-        self.scale = _positive_pair(scale_factor, "scale_factor", self.name)
+        self.scale = checked_pair(scale_factor, "scale_factor", self.name)
 
     def forward(self, x):
         _check_input(self.name, x)
@@ -108,8 +95,8 @@ class MaxPool2dSame(Function):
 
     def __init__(self, kernel_size=3, stride=2):
         self.name = f"MaxPool2dSame(kernel_size={kernel_size}, stride={stride})"
-        self.kernel = _positive_pair(kernel_size, "kernel_size", self.name)
-        self.stride = _positive_pair(stride, "stride", self.name)
+        self.kernel = checked_pair(kernel_size, "kernel_size", self.name)
+        self.stride = checked_pair(stride, "stride", self.name)
 
     def forward(self, x):
         _check_input(self.name, x)

@@ -10,8 +10,6 @@ from minicnn.nn.pool import (MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMa
 from minicnn.nn.resample import UpsamplingNearest2d, MaxPool2dSame
 from minicnn.nn.norm import BatchNormNd, BatchNorm1d, BatchNorm2d, LocalResponseNorm
 from minicnn.nn import init
-from minicnn.nn.fold import fold_batchnorm, find_foldable_pairs
-from minicnn.nn.convolutionize import convolutionize
 from minicnn.nn.transfer import (freeze, unfreeze, trainable_parameters, head_name,
                                  replace_head, replace_module, apply_freeze, load_partial,
                                  freeze_batchnorm, unfreeze_batchnorm, FrozenBatchNorm1d,

@@ -1,4 +1,4 @@
-"""Containers: modules that hold other modules."""
+"""Containers: modules that hold other modules (``Sequential``, ``ModuleList``, ``ModuleDict``)."""
 from collections import OrderedDict
 
 from minicnn.nn.module import Module

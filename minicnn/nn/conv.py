@@ -1,4 +1,4 @@
-"""Convolution layers."""
+"""Convolution layers: ``Conv2d`` (its weights, and its settings checked once) and ``ZeroPad2d``."""
 import numpy as np
 
 from minicnn import functional as F

@@ -1,12 +1,7 @@
-"""Pooling layers."""
+"""Pooling layers: max, average, adaptive and global average pooling as modules."""
 from minicnn import functional as F
-from minicnn.functional.pool import pool_window_settings
+from minicnn.functional.pool import adaptive_output_size, pool_window_settings
 from minicnn.nn.module import Module
-
-
-def _pair(value):
-    """An adaptive output size: an int or an (h, w) pair whose entries may be None."""
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 class MaxPool2d(Module):
@@ -54,7 +49,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size):
         super().__init__()
-        self.output_size = _pair(output_size)
+        self.output_size = adaptive_output_size("AdaptiveAvgPool2d", output_size)
 
     def forward(self, x):
         return F.adaptive_avg_pool2d(x, self.output_size)
@@ -68,7 +63,7 @@ class AdaptiveMaxPool2d(Module):
 
     def __init__(self, output_size):
         super().__init__()
-        self.output_size = _pair(output_size)
+        self.output_size = adaptive_output_size("AdaptiveMaxPool2d", output_size)
 
     def forward(self, x):
         return F.adaptive_max_pool2d(x, self.output_size)

@@ -1,11 +1,8 @@
 """Resampling layers of a feature pyramid: nearest-neighbour upsampling and max pooling
 with TensorFlow's "SAME" padding (``minicnn/functional/resample.py`` has the formulas)."""
 from minicnn import functional as F
+from minicnn.functional.geometry import checked_pair
 from minicnn.nn.module import Module
-
-
-def _pair(value):
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 class UpsamplingNearest2d(Module):
@@ -13,7 +10,7 @@ class UpsamplingNearest2d(Module):
 
     def __init__(self, scale_factor=2):
         super().__init__()
-        self.scale_factor = _pair(scale_factor)
+        self.scale_factor = checked_pair(scale_factor, "scale_factor", "UpsamplingNearest2d")
 
     def forward(self, x):
         return F.upsample_nearest2d(x, self.scale_factor)
@@ -32,7 +29,8 @@ class MaxPool2dSame(Module):
 
     def __init__(self, kernel_size=3, stride=2):
         super().__init__()
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
+        self.kernel_size = checked_pair(kernel_size, "kernel_size", "MaxPool2dSame")
+        self.stride = checked_pair(stride, "stride", "MaxPool2dSame")
 
     def forward(self, x):
         return F.max_pool2d_same(x, self.kernel_size, self.stride)

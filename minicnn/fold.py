@@ -43,6 +43,7 @@ from minicnn.nn.layers import Identity, Linear
 from minicnn.nn.module import Parameter
 from minicnn.nn.norm import BatchNorm1d, BatchNorm2d, BatchNormNd
 from minicnn.nn.transfer import replace_module
+from minicnn.trace import input_shape, sample_input, tensors_in, trace_forward
 
 _WEIGHT_LAYERS = (Conv2d, Linear)
 
@@ -72,7 +73,6 @@ def _structural_pairs(model):
 
 def _traced_pairs(model, input_size, in_channels):
     """(layer name, bn name) from the data flow of one traced batch-1 pass."""
-    from minicnn.trace import input_shape, sample_input, tensors_in, trace_forward
     shape = input_shape(model, input_size, in_channels, caller="fold_batchnorm")
     trace = trace_forward(model, sample_input(model, shape))
     times_called = {}

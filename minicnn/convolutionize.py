@@ -63,6 +63,8 @@ from minicnn.nn.norm import BatchNorm1d, BatchNorm2d
 from minicnn.nn.pool import (AdaptiveAvgPool2d, AdaptiveMaxPool2d, AvgPool2d,
                              GlobalAvgPool2d, MaxPool2d)
 from minicnn.nn.transfer import replace_module
+from minicnn.summary import summary
+from minicnn.trace import input_shape, sample_input, trace_forward
 
 ELEMENTWISE = (ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, ScaledTanh, SiLU, HardSigmoid,
                HardSwish, Dropout, Dropout2d, Identity)
@@ -78,7 +80,6 @@ def _chain(module, sequential_like, name=""):
 
 def _trace(model, shape):
     """A ForwardTrace of one batch-1 pass at ``shape``."""
-    from minicnn.trace import sample_input, trace_forward
     return trace_forward(model, sample_input(model, shape))
 
 
@@ -119,19 +120,38 @@ def convolutionize(model, input_size, in_channels=None):
     score maps; at ``input_size`` the map is 1×1 and equals the original scores. The
     result carries ``score_map_stride``: how many input pixels apart its cells are.
     """
-    from minicnn.summary import summary
-    from minicnn.trace import input_shape
     shape = input_shape(model, input_size, in_channels, caller="convolutionize")
     converted = copy.deepcopy(model)
     trace = _trace(converted, shape)
     chain = _chain(converted, _sequential_like(converted, trace))
+    index = _flatten_before_head(converted, chain)
+    flatten_name, flatten = chain[index]
+    trunk_shapes = {}
+    for call in trace.calls:
+        trunk_shapes.setdefault(id(call.module), tuple(call.inputs[0].shape) if call.inputs else ())
+    features = trunk_shapes[id(flatten)]
+    if len(features) != 4:
+        raise ValueError(f"convolutionize: {flatten_name} receives shape {features}; "
+                         f"expected (N, C, H, W) feature maps")
+    if index > 0:
+        _fix_adaptive_pool(converted, *chain[index - 1], trunk_shapes)
+    replace_module(converted, flatten_name, Identity())
+    _convert_head(converted, chain[index + 1:], features[1:])
+    report = summary(converted, shape, format="dict")
+    converted.score_map_stride = report["total"]["jump"]
+    return converted
+
+
+def _flatten_before_head(model, chain):
+    """Index in ``chain`` of the Flatten that starts the classifier head, after checking
+    that only Linear, BatchNorm1d and element-wise layers follow it, at least one Linear."""
     flatten_at = [i for i, (_, m) in enumerate(chain) if isinstance(m, Flatten)]
-    if not flatten_at or chain == [("", converted)]:
+    if not flatten_at or chain == [("", model)]:
         raise ValueError(
             f"convolutionize: {type(model).__name__} has no Flatten module in a chain of "
             f"sequentially applied modules; supported are models built from Sequentials (or "
             f"modules whose forward applies their children in order) whose Flatten is "
-            f"followed by Linear and element-wise layers (see minicnn.nn.convolutionize)")
+            f"followed by Linear and element-wise layers (see minicnn.convolutionize)")
     index = flatten_at[-1]
     flatten_name, flatten = chain[index]
     if flatten.start_dim != 1:
@@ -145,19 +165,14 @@ def convolutionize(model, input_size, in_channels=None):
                              f"({type(module).__name__})")
     if not any(isinstance(m, Linear) for _, m in head):
         raise ValueError(f"convolutionize: no Linear layer follows {flatten_name}")
+    return index
 
-    trunk_shapes = {}
-    for call in trace.calls:
-        trunk_shapes.setdefault(id(call.module), tuple(call.inputs[0].shape) if call.inputs else ())
-    features = trunk_shapes[id(flatten)]
-    if len(features) != 4:
-        raise ValueError(f"convolutionize: {flatten_name} receives shape {features}; "
-                         f"expected (N, C, H, W) feature maps")
-    if index > 0:
-        _fix_adaptive_pool(converted, *chain[index - 1], trunk_shapes)
-    _, channels, height, width = features
-    replace_module(converted, flatten_name, Identity())
 
+def _convert_head(model, head, features):
+    """Rewrite the head's layers in ``model`` for (C, H, W) = ``features`` maps: the first
+    Linear as a C×H×W-window convolution, later ones as 1×1 convolutions, BatchNorm1d as
+    BatchNorm2d, a softmax over the classes over axis 1 of the map."""
+    channels, height, width = features
     first = True
     for name, module in head:
         if isinstance(module, Linear):
@@ -166,15 +181,12 @@ def convolutionize(model, input_size, in_channels=None):
             if module.in_features != in_channels_now * kernel[0] * kernel[1]:
                 raise ValueError(f"convolutionize: {name} expects {module.in_features} "
                                  f"inputs but receives {in_channels_now}×{kernel[0]}×{kernel[1]}")
-            replace_module(converted, name, _linear_as_conv(module, in_channels_now, kernel))
+            replace_module(model, name, _linear_as_conv(module, in_channels_now, kernel))
             first = False
         elif isinstance(module, BatchNorm1d):
-            replace_module(converted, name, _bn1d_as_bn2d(module))
+            replace_module(model, name, _bn1d_as_bn2d(module))
         elif isinstance(module, Softmax) and module.axis in (-1, 1):
-            replace_module(converted, name, Softmax(axis=1))  # classes are axis 1 of a map
-    report = summary(converted, shape, format="dict")
-    converted.score_map_stride = report["total"]["jump"]
-    return converted
+            replace_module(model, name, Softmax(axis=1))  # classes are axis 1 of a map
 
 
 def _fix_adaptive_pool(model, name, module, shapes):
