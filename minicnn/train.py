@@ -67,8 +67,8 @@ from minicnn import functional as F
 from minicnn.backend import get_array_module, to_device
 from minicnn.callbacks import Callback
 from minicnn.files import atomic_write
-from minicnn.schedules import SCHEDULE_HELP, make_schedule  # noqa: F401 (public here too)
-from minicnn.random import generators, random_state, set_random_state  # noqa: F401 (public here too)
+from minicnn.schedules import SCHEDULE_HELP, make_schedule  # noqa: F401 (public)
+from minicnn.random import generators, random_state, set_random_state  # noqa: F401 (public)
 from minicnn.tensor import Tensor, no_grad
 
 CHECKPOINT_KIND = "minicnn-training"
@@ -153,10 +153,10 @@ def compute_loss(outputs, labels, label_smoothing=0.0, aux_weight=0.3):
     else:
         main, auxiliary = outputs, ()
     _check_targets(labels, main)
-    if labels.ndim == 2:
-        loss_of = lambda z: soft_cross_entropy(z, labels, label_smoothing)  # noqa: E731
-    else:
-        loss_of = lambda z: F.cross_entropy(z, labels, label_smoothing=label_smoothing)  # noqa: E731
+    def loss_of(logits):
+        if labels.ndim == 2:
+            return soft_cross_entropy(logits, labels, label_smoothing)
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
     loss = loss_of(main)
     for aux in auxiliary:
         loss = loss + aux_weight * loss_of(aux)
@@ -491,8 +491,9 @@ class TrainingLoop:
     # -- resuming
     def resume_from(self, resume):
         """Continue from a checkpoint (a path or ``load_training_checkpoint``'s dict)."""
-        state = load_training_checkpoint(resume) if isinstance(resume, (str, os.PathLike)) else resume
-        progress = restore(state, self.model, self.optimizer, self.schedule)
+        if isinstance(resume, (str, os.PathLike)):
+            resume = load_training_checkpoint(resume)
+        progress = restore(resume, self.model, self.optimizer, self.schedule)
         self.epoch, self.batch = int(progress["epoch"]), int(progress["batch"])
         self.history, self.running = list(progress["history"]), dict(progress["running"])
         self.saved_at = _position(self.epoch, self.batch)
@@ -525,9 +526,9 @@ class ProgressBar(Callback):
 
     def on_epoch_start(self, loop, epoch):
         from tqdm import tqdm
-        self.bar = tqdm(total=loop.steps, initial=loop.batch, desc=f"epoch {epoch + 1}/{loop.epochs}",
-                        unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr,
-                        mininterval=0.25)
+        self.bar = tqdm(total=loop.steps, initial=loop.batch,
+                        desc=f"epoch {epoch + 1}/{loop.epochs}", unit="batch", leave=False,
+                        dynamic_ncols=True, file=sys.stderr, mininterval=0.25)
 
     def on_batch_end(self, loop, epoch, batch, loss):
         running = loop.running

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from minicnn import functional as F
-from minicnn.callbacks import Callback, ExponentialMovingAverage, GradientClipping, Mixup, soft_targets
+from minicnn.callbacks import (Callback, ExponentialMovingAverage, GradientClipping, Mixup,
+                               soft_targets)
 from minicnn.random import generators, register_generator
 from minicnn.tensor import Tensor
 from minicnn.train import (TrainingInterrupted, compute_loss, evaluate, fit,

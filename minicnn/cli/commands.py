@@ -7,12 +7,8 @@ import sys
 import time
 
 from minicnn.cli import pieces
-from minicnn.cli.settings import (TRAINING_SETTINGS, CliError, Interrupted, _count, dataset_tag,
-                                  optimizer_options)
-
-
-def _say(message):
-    print(message, file=sys.stderr, flush=True)
+from minicnn.cli.settings import (TRAINING_SETTINGS, CliError, Interrupted, counted, dataset_tag,
+                                  optimizer_options, say)
 
 
 # ----------------------------------------------------------------------------- summary
@@ -177,7 +173,8 @@ def export_trained(architecture, args, state):
         import architectures
         entry = architectures.entry(architecture)
         size = args.input_size or entry.input_size
-        model, shape = pieces.load_weights(architecture, args.weights), (entry.in_channels, size, size)
+        model = pieces.load_weights(architecture, args.weights)
+        shape = (entry.in_channels, size, size)
     else:
         meta = state["meta"]
         model = trained_model(state, args.resume)
@@ -298,8 +295,8 @@ def print_header(run, save, note):
                 if settings["optimizer"] in ("sgd", "rmsprop") else "")
     print(f"{settings['optimizer']} lr {settings['lr']:g}{momentum} weight decay "
           f"{settings['weight_decay']:g}, schedule {settings['schedule']}, "
-          f"{_count(settings['epochs'], 'epoch', 'epochs')} of "
-          f"{_count(len(run.train_loader), 'batch', 'batches')} of {settings['batch_size']}, "
+          f"{counted(settings['epochs'], 'epoch', 'epochs')} of "
+          f"{counted(len(run.train_loader), 'batch', 'batches')} of {settings['batch_size']}, "
           f"augment {settings['augment']}, seed {settings['seed']}, {settings['device']}")
     techniques = technique_line(settings)
     if techniques:
@@ -310,7 +307,7 @@ def print_header(run, save, note):
               f"{size * settings['batch_size']} per step"
               + (", synchronized batch norm" if run.args.sync_bn else ""))
     if note:
-        _say(note)
+        say(note)
     print(f"checkpoint: {save}" + (f" (resuming {run.args.resume})" if run.state else ""),
           flush=True)
 

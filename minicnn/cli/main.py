@@ -13,7 +13,7 @@ from minicnn.cli.settings import (DEBUG_ENV, LIST_RECIPE, REPORT_BUGS, CliError,
                                   check_option_combinations, dataset_name, dataset_tag,
                                   describe_recipe, detect_family, exporting_only, family_defaults,
                                   family_recipe, family_variants, reconcile_resume,
-                                  resolve_settings, resolve_variant)
+                                  resolve_settings, resolve_variant, say)
 
 
 def run(family, argv):
@@ -111,7 +111,7 @@ def check_training(family, architecture, settings, args, state, dataset):
     the note to say about it."""
     if state is not None:
         for line in reconcile_resume(settings, state, args):
-            commands._say(line)
+            say(line)
     check_optimizer_and_schedule(settings)
     input_size = settings["input_size"] or pieces.published_input(architecture)
     pieces.check_scale_jitter(settings, input_size)

@@ -13,7 +13,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(family, defaults, variants):
-    """The parser; every option is one ``add`` line, its help showing the family default."""
+    """The parser; every option is one ``add`` line (in the group functions below), its help
+    showing the family default."""
     parser = _Parser(
         prog=f"python -m architectures.{family}",
         description=f"Train, evaluate, inspect or run a {family} network (minicnn).",
@@ -30,6 +31,18 @@ def build_parser(family, defaults, variants):
             help += f" (default: {defaults[key]})"
         group.add_argument(flag, help=help, **options)
 
+    task_options(parser, add)
+    network_options(parser, add, variants)
+    training_options(parser, add)
+    paper_options(parser, add)
+    place_options(parser, add)
+    inside_options(parser, add)
+    trouble_options(parser, add)
+    return parser
+
+
+def task_options(parser, add):
+    """Options: what to do."""
     task = parser.add_argument_group("what to do")
     add(task, "--train", "train on DATASET: mnist, cifar10, or a folder with one sub-folder "
         "of images per class", metavar="DATASET")
@@ -40,6 +53,9 @@ def build_parser(family, defaults, variants):
     add(task, "--predict", "print the top-5 classes of each image, using the --resume "
         "checkpoint", nargs="+", metavar="IMAGE")
 
+
+def network_options(parser, add, variants):
+    """Options: the network."""
     model = parser.add_argument_group("network")
     add(model, "--variant", "which network of this family: " + ", ".join(variants),
         metavar="NAME")
@@ -47,6 +63,9 @@ def build_parser(family, defaults, variants):
         "default: the size the variant was published for", type=RANGES["input_size"],
         metavar="PIXELS")
 
+
+def training_options(parser, add):
+    """Options: training."""
     recipe = parser.add_argument_group("training")
     add(recipe, "--epochs", "passes over the training set", type=RANGES["epochs"], metavar="N")
     add(recipe, "--batch-size", "images per step", type=RANGES["batch_size"], metavar="N")
@@ -67,6 +86,9 @@ def build_parser(family, defaults, variants):
     add(recipe, "--seed", "seed of initialisation, shuffling and augmentation, 0 to 2**32-1",
         type=RANGES["seed"])
 
+
+def paper_options(parser, add):
+    """Options: the papers' techniques (issue 18)."""
     papers = parser.add_argument_group("training as the papers did")
     add(papers, "--recipe", "apply the paper's training recipe of this family (NAME: paper; "
         "explicit flags still win); --recipe alone lists what it sets", nargs="?",
@@ -94,6 +116,9 @@ def build_parser(family, defaults, variants):
     add(papers, "--tta", "test-time augmentation of the evaluation: none, flip (and mirror) or "
         "10crop (AlexNet's corners, centre and mirrors)", choices=("none", "flip", "10crop"))
 
+
+def place_options(parser, add):
+    """Options: devices and files."""
     where = parser.add_argument_group("where")
     add(where, "--device", "run on the CPU (NumPy/Numba) or a CUDA GPU (CuPy)",
         choices=("cpu", "gpu"))
@@ -111,6 +136,10 @@ def build_parser(family, defaults, variants):
         "--batch-size is per rank; rank 0 prints and saves", action="store_true")
     add(where, "--sync-bn", "with --distributed: batch norm over all ranks' samples "
         "(SyncBatchNorm)", action="store_true")
+
+
+def inside_options(parser, add):
+    """Options: seeing inside and transfer."""
     see = parser.add_argument_group("seeing inside and transfer")
     add(see, "--measure", "with --summary: also run one real training step at batch N and "
         "show its measured peak memory next to the rule of thumb", type=RANGES["measure"],
@@ -129,8 +158,10 @@ def build_parser(family, defaults, variants):
         "replaced); with --summary: the network they fit", metavar="PATH")
     add(see, "--export-onnx", "write the network as an ONNX file (after training, or from "
         "--resume or --weights); needs pip install 'minicnn[onnx]'", metavar="PATH")
+
+
+def trouble_options(parser, add):
+    """Options: trouble."""
     trouble = parser.add_argument_group("trouble")
     add(trouble, "--debug", f"show the full traceback of an internal error (or set "
         f"{DEBUG_ENV}=1)", action="store_true")
-    return parser
-

@@ -2,7 +2,7 @@
 writable (checked before any work), and which checkpoint a run may write."""
 import os
 
-from minicnn.cli.settings import CliError, _flag, dataset_tag
+from minicnn.cli.settings import CliError, option_flag, dataset_tag
 
 PLOT_FILES = ("learning_curves.png", "filters.png", "feature_maps.png",
               "confusion_matrix.png", "worst_misclassified.png")   # minicnn.plots.write_all
@@ -20,7 +20,7 @@ class PathOption:
 
     @property
     def flag(self):
-        return _flag(self.key)
+        return option_flag(self.key)
 
 
 INPUT_PATHS = (

@@ -4,7 +4,7 @@ techniques turned into pipeline steps and training callbacks. Each imports what 
 when called, so that a refused command line never loads the engine's heavy parts."""
 import os
 
-from minicnn.cli.settings import CliError, _count, freeze_last_count
+from minicnn.cli.settings import CliError, counted, freeze_last_count
 
 def load_datasets(name, data_dir, image_size=32, channels=3, seed=0):
     from minicnn.data import load_dataset
@@ -138,7 +138,7 @@ def start_from(model, architecture, checkpoint, freeze, origin=None):
         frozen = apply_freeze_spec(model, freeze or "none")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise CliError(f"{origin}: {str(error).splitlines()[0]}") from None
-    print(f"frozen ({freeze or 'none'}): {_count(len(frozen), 'parameter', 'parameters')}")
+    print(f"frozen ({freeze or 'none'}): {counted(len(frozen), 'parameter', 'parameters')}")
 
 
 def write_plots(directory, model, history, test_set, test_loader, test_transform):
@@ -166,7 +166,7 @@ def apply_freeze_spec(model, spec):
         raise ValueError(f"--freeze {spec}: {error}") from None
 
 
-# ----------------------------------------------------------------------------- the papers' techniques
+# ------------------------------------------------------------------------- the papers' techniques
 
 class PCAColour:
     """AlexNet's colour augmentation as a pipeline step on normalised images
@@ -242,7 +242,7 @@ def set_batchnorm_momentum(model, momentum):
         raise CliError(f"--bn-momentum {momentum}: {type(model).__name__} has no batch norm")
     for layer in layers:
         layer.momentum = momentum
-    print(f"batch-norm momentum {momentum:g} in {_count(len(layers), 'layer', 'layers')}")
+    print(f"batch-norm momentum {momentum:g} in {counted(len(layers), 'layer', 'layers')}")
 
 
 def training_callbacks(settings, num_classes):

@@ -194,7 +194,7 @@ TRAINING_ONLY = ("epochs", "lr", "optimizer", "momentum", "weight_decay", "sched
                  "progressive", "progressive_size")
 
 
-def _flag(key):
+def option_flag(key):
     return "--" + key.replace("_", "-")
 
 
@@ -213,10 +213,11 @@ def check_option_combinations(args):
     """Refuse what would be silently ignored or contradicts itself."""
     for key, needed, why in NEEDS:
         if _given(args, key) and not _given(args, needed):
-            raise CliError(f"{_flag(key)} needs {_flag(needed)}: {why}")
+            raise CliError(f"{option_flag(key)} needs {option_flag(needed)}: {why}")
     for first, second, why in CONFLICTS:
         if _given(args, first) and _given(args, second):
-            raise CliError(f"{_flag(first)} and {_flag(second)} do not go together: {why}")
+            raise CliError(f"{option_flag(first)} and {option_flag(second)} do not go "
+                           f"together: {why}")
     if _given(args, "freeze") and not (_given(args, "finetune") or _given(args, "weights")):
         raise CliError("--freeze needs --finetune or --weights: it freezes layers of the "
                        "network they start from")
@@ -227,7 +228,7 @@ def check_option_combinations(args):
             if _given(args, key):
                 doing = ("--eval-only" if args.eval_only else "--predict" if args.predict
                          else "--summary" if args.summary else "this command")
-                raise CliError(f"{_flag(key)} only applies to training (--train DATASET or "
+                raise CliError(f"{option_flag(key)} only applies to training (--train DATASET or "
                                f"--resume CHECKPOINT), not to {doing}")
     if _given(args, "tta") and args.tta != "none" and (args.predict or args.summary) \
             and not (args.eval_only or args.train):
@@ -379,9 +380,9 @@ def describe_recipe(family, recipe, epochs, batch_size):
     """``--recipe`` alone: the paper's values, and the settings they become here."""
     applied = recipe_settings(recipe, epochs, batch_size)
     lines = [recipe.describe(family), "",
-             f"--recipe paper sets, for {_count(epochs, 'epoch', 'epochs')} at batch "
+             f"--recipe paper sets, for {counted(epochs, 'epoch', 'epochs')} at batch "
              f"{batch_size} (explicit flags still win):"]
-    lines += [f"  {_flag(key)} {value}" for key, value in applied.items()]
+    lines += [f"  {option_flag(key)} {value}" for key, value in applied.items()]
     return "\n".join(lines)
 
 
@@ -425,20 +426,22 @@ def reconcile_resume(settings, state, args):
             was = state["meta"].get("input_size")   # left to the variant: what it was
         given = getattr(args, key, None)
         if given is not None and given != was:
-            lines.append(f"note: {_flag(key)} {given} ignored: a resumed run keeps "
+            lines.append(f"note: {option_flag(key)} {given} ignored: a resumed run keeps "
                          f"{was} ({why}); to change it, start a new run with --finetune "
                          f"{args.resume}")
         settings[key] = saved.get(key, settings[key])
     for key in TRAINING_SETTINGS:
         if key not in FIXED_ON_RESUME and getattr(args, key, None) is not None \
                 and key in saved and saved[key] != settings[key]:
-            lines.append(f"resume: {_flag(key)} {settings[key]} replaces the checkpoint's "
+            lines.append(f"resume: {option_flag(key)} {settings[key]} replaces the checkpoint's "
                          f"{saved[key]}")
     progress = state["progress"]
     done, batch = int(progress["epoch"]), int(progress["batch"])
-    if settings["epochs"] < done + (1 if batch else 0) or (settings["epochs"] == done and not batch):
+    if settings["epochs"] < done + (1 if batch else 0) \
+            or (settings["epochs"] == done and not batch):
         raise CliError(f"checkpoint {args.resume} has already trained "
-                       f"{_count(done, 'epoch', 'epochs')}" + (f" and {batch} batches" if batch else "")
+                       f"{counted(done, 'epoch', 'epochs')}"
+                       + (f" and {batch} batches" if batch else "")
                        + f"; give --epochs above {done} to train further (or --eval-only "
                        "to evaluate it)")
     return lines
@@ -474,6 +477,11 @@ def check_device(device):
                            "(pip install 'minicnn[gpu]' on a machine with a GPU)")
 
 
-def _count(number, singular, plural):
+def say(message):
+    """A line for the user that is not a result: on stderr, at once."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def counted(number, singular, plural):
     return f"{number:,} {singular if number == 1 else plural}"
 
