@@ -11,6 +11,7 @@ from minicnn.nn.resample import UpsamplingNearest2d, MaxPool2dSame
 from minicnn.nn.norm import BatchNormNd, BatchNorm1d, BatchNorm2d, LocalResponseNorm
 from minicnn.nn import init
 from minicnn.nn.transfer import (freeze, unfreeze, trainable_parameters, head_name,
-                                 replace_head, replace_module, apply_freeze, load_partial,
+                                 replace_head, replace_module, freeze_backbone,
+                                 freeze_all_but_last, load_partial,
                                  freeze_batchnorm, unfreeze_batchnorm, FrozenBatchNorm1d,
                                  FrozenBatchNorm2d)
