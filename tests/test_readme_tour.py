@@ -17,7 +17,9 @@ def tour():
 def test_every_file_the_tour_names_exists():
     named = set(re.findall(r"`((?:minicnn|architectures|benchmarks)/[\w/.]*)`", tour()))
     assert len(named) > 30
-    missing = sorted(path for path in named if not (ROOT / path).exists())
+    # "minicnn/cli" names the command line whether it is a module or a package
+    missing = sorted(path for path in named
+                     if not ((ROOT / path).exists() or (ROOT / f"{path}.py").exists()))
     assert not missing, f"the reading tour names files that do not exist: {missing}"
 
 

@@ -3,6 +3,7 @@ longest functions and the import cycles, before the redesign and now.
 
     python tools/redesign_figures.py                 # base 5abe23e against the working tree
     python tools/redesign_figures.py --base COMMIT   # another starting point
+    python tools/redesign_figures.py --now FOLDER    # "now" = the code in FOLDER
 
 Everything is read with ``ast`` (nothing is imported), the base commit through ``git show``,
 so the script runs on a checkout with no built extensions and leaves no files behind. It
@@ -302,9 +303,11 @@ def main(argv=None):
     parser.add_argument("--base", default=BASE_COMMIT, help="commit before the redesign")
     parser.add_argument("--root", default=os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), help="the repository (default: this script's)")
+    parser.add_argument("--now", help="folder holding the code to call 'now' (default: the "
+                        "repository's working tree), e.g. an exported merge result")
     args = parser.parse_args(argv)
     before = parsed_modules(Commit(args.root, args.base))
-    now = parsed_modules(WorkingTree(args.root))
+    now = parsed_modules(WorkingTree(args.now or args.root))
     lines = report_layout(now)
     lines += ["## The ten longest functions (ast: first to last line of the def)", ""]
     lines += report_longest(f"before: {args.base}", before) + report_longest("now", now)
