@@ -9,6 +9,8 @@ fresh subprocess of its own and the two alternating row by row:
   backward that costs about two forwards) ÷ step time, and its fraction of the BLAS sgemm
   rate measured on the same cores in the same run (the machine's practical limit);
 * the peak resident memory of the process around a training step;
+* inference on the model a user deploys (batch norms folded, ``minicnn.nn.fold``) and on
+  the trained model in eval mode (benchmarks/worker.py says why);
 * with PyTorch installed (never a dependency: point ``--torch-python`` at an interpreter
   that has it, or install it beside minicnn), the same network written in ``torch.nn``
   (benchmarks/torch_models.py), at the same thread count, and the ratio minicnn / PyTorch.
@@ -17,7 +19,10 @@ Then the Numba cold-start cost (first training step with an empty and with a war
 cache) and the time ``python -m architectures.lenet5 --help`` takes to answer.
 
 Results go to the terminal and to a JSON file (``--json``, default
-benchmarks/results/latest.json). Measure on a quiet machine: two threads per framework
+benchmarks/results/latest.json): every row's figures and its ratios to PyTorch
+(``ratio_minicnn_over_torch``), and the machine: CPU model, SIMD flags (avx2, avx512f),
+``OPENBLAS_CORETYPE``, and the BLAS libraries threadpoolctl sees with the kernel OpenBLAS
+chose (its ``architecture``), for this process and each worker. Measure on a quiet machine: two threads per framework
 on two cores means any other busy process halves the figures.
 """
 import argparse
@@ -49,7 +54,45 @@ ROWS = [
     ("densenet121", 3, 64, 16, 10, 5),
     ("googlenet", 3, 64, 16, 10, 5),
     ("resnet50_b", 3, 224, 8, 1000, 3),   # stride on the 3×3, as torch_models.resnet50
+    ("resnext50_32x4d", 3, 64, 16, 10, 5),
+    ("efficientnet_b0", 3, 64, 32, 10, 5),
+    ("efficientdet_d0", 3, 128, 4, 90, 3),  # detector: loss = sum of its outputs
 ]
+
+# Rows timed for minicnn alone: EfficientDet's BiFPN (fast normalized fusion of resampled
+# levels, separable convolutions, heads shared over levels with per-level batch norms)
+# has no torch.nn twin here yet, and a twin that differs would make the ratio a guess.
+WITHOUT_TORCH_TWIN = {"efficientdet_d0"}
+
+
+def machine_description():
+    """The CPU model, the SIMD flags that decide BLAS's kernels, and the BLAS libraries
+    (threadpoolctl's view, with OpenBLAS's chosen kernel) of this process."""
+    from benchmarks.worker import blas_libraries
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:                      # not Linux: the model name from platform only
+        pass
+    simd = {flag: flag in flags for flag in ("avx2", "avx512f", "fma")} if flags else None
+    return dict(processor=model, cores=os.cpu_count(), python=platform.python_version(),
+                simd_flags=simd, openblas_coretype=os.environ.get("OPENBLAS_CORETYPE"),
+                blas=blas_libraries())
+
+
+def blas_kernel(machine):
+    """One phrase for the BLAS kernel, e.g. "openblas 0.3.27 SkylakeX"."""
+    for library in machine.get("blas") or []:
+        if library.get("user_api") == "blas":
+            return " ".join(str(library.get(key, "")) for key in
+                            ("internal_api", "version", "architecture")).strip()
+    return "unknown"
 
 
 def thread_environment(threads, extra=None):
@@ -93,8 +136,26 @@ def forward_flops(row):
     model_name, channels, size, batch, classes, _ = row
     options = {"aux_logits": False} if model_name == "googlenet" else {}
     model = architectures.create(model_name, num_classes=classes, in_channels=channels, **options)
-    table = summary(model, (channels, size, size), batch_size=batch, format="dict")
+    try:
+        table = summary(model, (channels, size, size), batch_size=batch, format="dict")
+    except Exception as error:          # a row is still timed without its FLOP count
+        print(f"  (no FLOP count for {model_name}: {error})", file=sys.stderr)
+        return None
     return table["total"]["flops"]
+
+
+def ratios(entry):
+    """minicnn ÷ PyTorch for each throughput (> 1: minicnn is faster), peak memory too."""
+    m, t = entry["minicnn"], entry.get("torch")
+    if not t or "error" in m or "train" not in t:
+        return None
+    result = dict(train=m["train"]["median"] / t["train"]["median"],
+                  inference=m["inference"]["median"] / t["inference"]["median"],
+                  peak_memory=m["peak_rss_mb"] / t["peak_rss_mb"])
+    if "inference_unfolded" in m:
+        result["inference_unfolded"] = (m["inference_unfolded"]["median"]
+                                        / t["inference"]["median"])
+    return result
 
 
 def cold_start(python, threads):
@@ -134,6 +195,8 @@ def format_table(results, peak):
                f"{m['inference']['median']:.1f}", f"{m['peak_rss_mb']:.0f}"]
         if t is None:
             row += ["not installed"] * 5
+        elif "skipped" in t:
+            row += ["no twin"] * 5
         elif "error" in t:
             row += ["error"] * 5
         else:
@@ -168,7 +231,9 @@ def main(argv=None):
         peak, rate_name = gemm_rate(4096, 4096, 4096, xp=cupy), "cuBLAS sgemm 4096³ (CuPy)"
     else:
         peak, rate_name = gemm_rate(2048, 2048, 2048), "BLAS sgemm 2048³ (NumPy)"
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+    machine = machine_description()
+    print(f"machine: {machine['processor']}, {machine['cores']} cores, SIMD "
+          f"{machine['simd_flags']}, BLAS {blas_kernel(machine)}; "
           f"{args.threads} threads per framework; device {args.device}")
     print(f"{rate_name}: {peak:.1f} GFLOP/s; PyTorch: {torch_version or 'not installed'}\n")
     results = []
@@ -180,15 +245,19 @@ def main(argv=None):
                      classes=classes, flops=forward_flops(row))
         entry["minicnn"] = run_worker(sys.executable, "minicnn", row, args.threads,
                                       device=args.device)
-        entry["torch"] = (run_worker(torch_python, "torch", row, args.threads, device=args.device)
-                          if torch_python else None)
+        if not torch_python:
+            entry["torch"] = None
+        elif model in WITHOUT_TORCH_TWIN:
+            entry["torch"] = {"skipped": "no torch.nn twin in benchmarks/torch_models.py"}
+        else:
+            entry["torch"] = run_worker(torch_python, "torch", row, args.threads,
+                                        device=args.device)
+        entry["ratio_minicnn_over_torch"] = ratios(entry)
         results.append(entry)
         print(f"  measured {model} batch {batch}", flush=True)
     print()
     print(format_table(results, peak))
-    report = dict(machine=dict(processor=platform.processor(), cores=os.cpu_count(),
-                               python=platform.python_version()),
-                  device=args.device, threads=args.threads, gemm_peak_gflops=peak, torch_version=torch_version,
+    report = dict(machine=machine, device=args.device, threads=args.threads, gemm_peak_gflops=peak, torch_version=torch_version,
                   rows=results)
     if not args.skip_cold_start and args.device == "cpu":
         report["cold_start"] = cold_start(sys.executable, args.threads)

@@ -38,14 +38,17 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
+    """ResNet-50's block with the stride on the 3×3; with ``groups`` and
+    ``width_per_group`` ResNeXt's (torchvision's rule: width = planes·d/64·C)."""
     expansion = 4
 
-    def __init__(self, cin, width, stride):
+    def __init__(self, cin, planes, stride, groups=1, width_per_group=64):
         super().__init__()
-        cout = width * 4
+        cout = planes * 4
+        width = planes * width_per_group // 64 * groups
         self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
         self.bn2 = nn.BatchNorm2d(width)
         self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(cout)
@@ -60,7 +63,7 @@ class Bottleneck(nn.Module):
         return torch.relu(self.bn3(self.conv3(y)) + self.shortcut(x))
 
 
-def _resnet(block, depths, num_classes, cifar_stem):
+def _resnet(block, depths, num_classes, cifar_stem, **block_options):
     if cifar_stem:
         stem = [nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()]
     else:
@@ -70,7 +73,7 @@ def _resnet(block, depths, num_classes, cifar_stem):
     for stage, (width, depth) in enumerate(zip((64, 128, 256, 512), depths)):
         for i in range(depth):
             stride = 2 if stage > 0 and i == 0 else 1
-            layers.append(block(cin, width, stride))
+            layers.append(block(cin, width, stride, **block_options))
             cin = width * block.expansion
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
     return nn.Sequential(*layers)
@@ -82,6 +85,11 @@ def resnet18_cifar(num_classes=10):
 
 def resnet50(num_classes=1000):
     return _resnet(Bottleneck, (3, 4, 6, 3), num_classes, cifar_stem=False)
+
+
+def resnext50_32x4d(num_classes=1000):
+    return _resnet(Bottleneck, (3, 4, 6, 3), num_classes, cifar_stem=False, groups=32,
+                   width_per_group=4)
 
 
 # ----------------------------------------------------------------------------- VGG-16-BN (CIFAR)
@@ -129,6 +137,77 @@ def mobilenet_v2(num_classes=10):
             layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
             cin = c
     layers += _conv_bn(cin, 1280, 1, 1)
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
+                         nn.Linear(1280, num_classes))
+
+
+# ----------------------------------------------------------------------------- EfficientNet-B0
+
+def _make_divisible(value, divisor=8):
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
+
+
+def _conv_bn_act(cin, cout, k, stride=1, groups=1, act=True):
+    layers = [nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False),
+              nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01)]
+    return layers + [nn.SiLU()] if act else layers
+
+
+class SqueezeExcitation(nn.Module):
+    def __init__(self, channels, squeeze):
+        super().__init__()
+        self.reduce = nn.Conv2d(channels, squeeze, 1)
+        self.expand = nn.Conv2d(squeeze, channels, 1)
+
+    def forward(self, x):
+        gate = torch.sigmoid(self.expand(nn.functional.silu(self.reduce(x.mean((2, 3), keepdim=True)))))
+        return x * gate
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole branch of a sample with probability p."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        keep = 1 - self.p
+        return x * x.new_empty(x.shape[0], 1, 1, 1).bernoulli_(keep) / keep
+
+
+class MBConv(nn.Module):
+    def __init__(self, cin, cout, k, stride, t, drop_path):
+        super().__init__()
+        hidden = _make_divisible(cin * t) if t != 1 else cin
+        layers = [] if hidden == cin else _conv_bn_act(cin, hidden, 1)
+        layers += _conv_bn_act(hidden, hidden, k, stride, groups=hidden)
+        layers.append(SqueezeExcitation(hidden, max(1, int(cin * 0.25))))
+        layers += _conv_bn_act(hidden, cout, 1, act=False)
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+        self.drop_path = DropPath(drop_path) if self.residual else nn.Identity()
+
+    def forward(self, x):
+        return x + self.drop_path(self.block(x)) if self.residual else self.block(x)
+
+
+def efficientnet_b0(num_classes=1000):
+    """EfficientNet-B0 (Table 1): MBConv blocks with SE and SiLU, drop path 0.2·i/16."""
+    stages = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2),
+              (6, 3, 2, 40, 80, 3), (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4),
+              (6, 3, 1, 192, 320, 1)]
+    total, index = sum(row[-1] for row in stages), 0
+    layers = _conv_bn_act(3, 32, 3, 2)
+    for t, k, stride, cin, cout, repeats in stages:
+        for i in range(repeats):
+            layers.append(MBConv(cin if i == 0 else cout, cout, k, stride if i == 0 else 1, t,
+                                 0.2 * index / total))
+            index += 1
+    layers += _conv_bn_act(320, 1280, 1)
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
                          nn.Linear(1280, num_classes))
 
@@ -197,4 +276,5 @@ def googlenet(num_classes=10):
 
 BUILDERS = {"lenet5": lenet5, "resnet18_cifar": resnet18_cifar, "resnet50_b": resnet50,
             "vgg16_bn_cifar": vgg16_bn_cifar, "mobilenet_v2": mobilenet_v2,
-            "densenet121": densenet121, "googlenet": googlenet}
+            "densenet121": densenet121, "googlenet": googlenet,
+            "resnext50_32x4d": resnext50_32x4d, "efficientnet_b0": efficientnet_b0}

@@ -4,7 +4,13 @@
 Prints one JSON line: training and inference throughput (median, min, max images/s),
 the parameter count, and the peak resident memory of the process (which, as it runs
 nothing else, is the peak of a training step plus the interpreter and libraries; the
-baseline after building the model is reported too).
+baseline after building the model is reported too), and the BLAS library threadpoolctl
+sees loaded (with the kernel it chose for this CPU).
+
+minicnn's inference is timed on the model a user would deploy: ``fold_batchnorm``'s copy,
+batch norms folded into the convolutions before them (``inference``); the trained model
+in eval mode is timed as well (``inference_unfolded``). PyTorch's is its eval-mode model
+under ``no_grad`` (eager PyTorch does not fold batch norm by itself).
 
 Each framework runs in its own process so that memory peaks and thread pools do not mix.
 
@@ -41,11 +47,39 @@ def _throughputs(step, batch, repeat, warmup, synchronize=lambda: None):
                 step_seconds=median)
 
 
+def blas_libraries():
+    """The BLAS and OpenMP libraries this process loaded, as threadpoolctl reports them
+    (which kernel OpenBLAS picked for the CPU: "Haswell", "SkylakeX", ...), or None."""
+    import numpy                              # noqa: F401  (loads its BLAS, if not yet)
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    keys = ("user_api", "internal_api", "version", "architecture", "threading_layer",
+            "num_threads")
+    return [{key: entry[key] for key in keys if key in entry} for entry in threadpool_info()]
+
+
+def training_loss(outputs, labels, cross_entropy):
+    """A classifier's cross-entropy; for a detector (per-level class and box maps, a tuple
+    of lists) the sum of every map's mean, so that the step is a forward and a backward
+    through all of the network. (The mean, not the sum: a sum's gradient, of the size of
+    the maps, made the SGD steps diverge to overflow within a few repetitions.)"""
+    if isinstance(outputs, tuple) and isinstance(outputs[0], list):
+        maps = [m for level_maps in outputs for m in level_maps]
+        total = maps[0].mean()
+        for m in maps[1:]:
+            total = total + m.mean()
+        return total
+    return cross_entropy(outputs, labels)
+
+
 def run_minicnn(args):
     import numpy as np
     import architectures
     from minicnn import Tensor, functional as F, no_grad
     from minicnn.backend import cupy_or_none, to_device
+    from minicnn.nn.fold import fold_batchnorm
     from minicnn.optim import SGD
 
     model = architectures.create(args.model, num_classes=args.classes, in_channels=args.channels,
@@ -62,7 +96,7 @@ def run_minicnn(args):
 
     def train_step():
         optimizer.zero_grad()
-        loss = F.cross_entropy(model(x), labels)
+        loss = training_loss(model(x), labels, F.cross_entropy)
         loss.backward()
         optimizer.step()
 
@@ -76,13 +110,21 @@ def run_minicnn(args):
     gpu_peak = cupy.get_default_memory_pool().total_bytes() / 2**20 if cupy else None
     model.eval()
 
-    def infer():
-        with no_grad():
-            model(x)
-    inference = _throughputs(infer, args.batch, args.repeat, args.warmup, synchronize)
+    def inference_of(network):
+        def infer():
+            with no_grad():
+                network(x)
+        return _throughputs(infer, args.batch, args.repeat, args.warmup, synchronize)
+    # What a user deploying the model runs: batch norms folded into the convolutions
+    # before them (minicnn.nn.fold, traced on the real data flow). The model as trained,
+    # in eval mode, is timed too.
+    folded = fold_batchnorm(model, input_size=args.size, in_channels=args.channels)
+    inference = inference_of(folded)
+    unfolded = inference_of(model)
     return dict(params=model.num_parameters(), train=train, inference=inference,
+                inference_unfolded=unfolded, folded_batchnorms=len(folded.folded_pairs),
                 first_step_seconds=first_step, baseline_rss_mb=baseline, peak_rss_mb=peak_train,
-                gpu_peak_mb=gpu_peak, device=args.device)
+                gpu_peak_mb=gpu_peak, device=args.device, blas=blas_libraries())
 
 
 def run_torch(args):
@@ -103,7 +145,7 @@ def run_torch(args):
 
     def train_step():
         optimizer.zero_grad()
-        loss_fn(model(x), labels).backward()
+        training_loss(model(x), labels, loss_fn).backward()
         optimizer.step()
 
     started = time.perf_counter()
@@ -123,7 +165,8 @@ def run_torch(args):
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return dict(params=params, train=train, inference=inference, first_step_seconds=first_step,
                 baseline_rss_mb=baseline, peak_rss_mb=peak_train, gpu_peak_mb=gpu_peak,
-                device=args.device, version=torch.__version__)
+                device=args.device, version=torch.__version__, blas=blas_libraries(),
+                cpu_capability=torch.backends.cpu.get_cpu_capability())
 
 
 def main(argv=None):

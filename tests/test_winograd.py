@@ -163,7 +163,7 @@ def test_float32_winograd_stays_close_to_im2col(monkeypatch):
     (64, dict(padding=1), "winograd"),
     (64, dict(padding=1, stride=2), "blocked"),          # stride 2: no Winograd
     (64, dict(padding=2, dilation=2), "blocked"),        # dilated: no Winograd
-    (64, dict(padding=1, groups=2), "im2col"),           # grouped: no Winograd
+    (64, dict(padding=1, groups=2), "grouped"),          # grouped: no Winograd
     (8, dict(padding=1), "im2col"),                      # few channels: transforms would dominate
 ])
 def test_which_convolutions_take_the_winograd_path(channels, options, path):
