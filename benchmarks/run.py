@@ -9,7 +9,7 @@ fresh subprocess of its own and the two alternating row by row:
   backward that costs about two forwards) ÷ step time, and its fraction of the BLAS sgemm
   rate measured on the same cores in the same run (the machine's practical limit);
 * the peak resident memory of the process around a training step;
-* inference on the model a user deploys (batch norms folded, ``minicnn.nn.fold``) and on
+* inference on the model a user deploys (batch norms folded, ``minicnn.fold``) and on
   the trained model in eval mode (benchmarks/worker.py says why);
 * with PyTorch installed (never a dependency: point ``--torch-python`` at an interpreter
   that has it, or install it beside minicnn), the same network written in ``torch.nn``

@@ -79,7 +79,7 @@ def run_minicnn(args):
     import architectures
     from minicnn import Tensor, functional as F, no_grad
     from minicnn.backend import cupy_or_none, to_device
-    from minicnn.nn.fold import fold_batchnorm
+    from minicnn.fold import fold_batchnorm
     from minicnn.optim import SGD
 
     model = architectures.create(args.model, num_classes=args.classes, in_channels=args.channels,
@@ -116,7 +116,7 @@ def run_minicnn(args):
                 network(x)
         return _throughputs(infer, args.batch, args.repeat, args.warmup, synchronize)
     # What a user deploying the model runs: batch norms folded into the convolutions
-    # before them (minicnn.nn.fold, traced on the real data flow). The model as trained,
+    # before them (minicnn.fold, traced on the real data flow). The model as trained,
     # in eval mode, is timed too.
     folded = fold_batchnorm(model, input_size=args.size, in_channels=args.channels)
     inference = inference_of(folded)

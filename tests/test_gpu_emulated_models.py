@@ -25,6 +25,7 @@ import pytest
 import architectures
 from minicnn import Tensor, functional as F, nn
 from minicnn.backend import device_of
+from minicnn.convolutionize import convolutionize
 from minicnn.functional import conv as conv_module
 from minicnn.functional.dropout import manual_seed as seed_dropout
 from minicnn.kernels.im2col import ConvGeometry
@@ -247,7 +248,7 @@ def test_convolutionize_traces_a_gpu_model_on_the_gpu(cupy):
                           nn.Linear(3 * 6 * 6, 5)).double()
     x = np.random.default_rng(0).standard_normal((2, 1, 8, 8))
     expected = model(Tensor(x)).numpy()
-    converted = nn.convolutionize(model.to("gpu"), 8, in_channels=1)
+    converted = convolutionize(model.to("gpu"), 8, in_channels=1)
     scores = converted(Tensor(cupy.asarray(x)))
     assert device_of(scores.data) == "gpu" and scores.shape == (2, 5, 1, 1)
     _assert_close(scores.data.get()[:, :, 0, 0], expected, "convolutionized scores", 1e-12)
