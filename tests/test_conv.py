@@ -333,7 +333,7 @@ def test_an_algorithm_that_cannot_compute_the_convolution_is_refused():
     x, w = Tensor(np.zeros((1, 4, 6, 6))), Tensor(np.zeros((4, 4, 1, 1)))
     with pytest.raises(ValueError, match=r"conv_algorithm='winograd' cannot compute .*1×1"):
         F.conv2d(x, w, conv_algorithm="winograd")
-    with pytest.raises(ValueError, match=r"conv_algorithm must be one of blocked, depthwise, "
+    with pytest.raises(ValueError, match=r"conv_algorithm must be one of blocked, depthwise, direct, "
                                          r"im2col, pointwise, winograd or None, got 'fft'"):
         nn.Conv2d(4, 4, 1, conv_algorithm="fft")
 
