@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 
 from minicnn import Tensor, functional as F
 from minicnn.functional import conv as conv_module
-from minicnn.kernels import direct
+from minicnn.kernels import direct, threads as threads_module
 from minicnn.kernels.im2col import ConvGeometry
 
 from tests.test_conv import conv2d_loops
@@ -84,8 +84,8 @@ def test_sample_blocks_on_several_threads_give_the_one_thread_numbers(monkeypatc
     x, w_taps, gy = _arrays(g, 3, np.float32)
     results = []
     for threads, min_work in ((1, 1 << 40), (3, 0)):
-        monkeypatch.setattr(direct.numba, "get_num_threads", lambda threads=threads: threads)
-        monkeypatch.setattr(direct, "MIN_WORK_PER_THREAD", max(1, min_work))
+        monkeypatch.setattr(threads_module, "thread_count", lambda threads=threads: threads)
+        monkeypatch.setattr(threads_module, "MIN_WORK_PER_THREAD", max(1, min_work))
         results.append([direct.forward_numba(x, w_taps, g),
                         direct.backward_input_numba(gy, w_taps, g),
                         direct.backward_weight_numba(gy, x, g)])
@@ -95,8 +95,8 @@ def test_sample_blocks_on_several_threads_give_the_one_thread_numbers(monkeypatc
 
 def test_blocks_cover_every_sample_once():
     seen = []
-    direct.over_sample_blocks(lambda first, last: seen.extend(range(first, last)), 10,
-                              direct.MIN_WORK_PER_THREAD)
+    threads_module.over_blocks(lambda first, last: seen.extend(range(first, last)), 10,
+                               threads_module.MIN_WORK_PER_THREAD)
     assert sorted(seen) == list(range(10))
 
 

@@ -19,23 +19,17 @@ Here, at stride 1, each tap of each channel is one multiply-add of two contiguou
 batch 64 (one thread) the forward takes ≈0.65–0.8 ms against ≈0.95 ms for im2col + GEMM,
 with no 3.7 MB column matrix (figures and their spread: NOTES-lenet.md).
 
-Threads: the Numba kernels are plain serial loops over a range of samples (``nogil``), and
-``over_sample_blocks`` hands one block of samples to each thread of a small pool. Samples
-share nothing in y and gx, so blocks never write the same memory; the weight gradient is
-summed from one partial per block. Serial kernels compile in a third of the time of
-``parallel=True`` ones (it matters for the first training step, see ``warm_up``), and a
-waiting Python thread sleeps instead of spinning — on a busy machine OpenMP's spinning
-workers and BLAS's threads took turns stalling each other.
+Threads: the Numba kernels are plain serial loops over a range of samples (``nogil``),
+run on one block of samples per thread by ``threads.over_blocks``. Samples share nothing
+in y and gx, so blocks never write the same memory; the weight gradient is summed from one
+partial per block.
 """
-import concurrent.futures
-import threading
-
-import numba
 import numpy as np
 from numba import njit
 
 from minicnn.backend import get_array_module
 from minicnn.kernels.registry import register_kernel
+from minicnn.kernels.threads import over_blocks
 
 
 # ----------------------------------------------------------------------------- reference
@@ -196,7 +190,7 @@ def forward_numba(x, w_taps, geometry):
     g = geometry
     planes, w_taps = padded_planes(x, g), np.ascontiguousarray(w_taps)
     y = np.empty((g.N, g.OH, g.OW, g.CO), dtype=x.dtype)
-    over_sample_blocks(lambda first, last: _forward_block(
+    over_blocks(lambda first, last: _forward_block(
         planes, w_taps, y, first, last, g.DH, g.DW), g.N, _work_per_sample(g))
     return y
 
@@ -205,7 +199,7 @@ def backward_input_numba(gy, w_taps, geometry):
     g = geometry
     grads, w_taps = gradient_runs(gy, g), np.ascontiguousarray(w_taps)
     grad_planes = np.zeros((g.N, g.C, g.H + 2 * g.PH, g.W + 2 * g.PW), dtype=gy.dtype)
-    over_sample_blocks(lambda first, last: _backward_input_block(
+    over_blocks(lambda first, last: _backward_input_block(
         grads, w_taps, grad_planes, first, last, g.DH, g.DW), g.N, _work_per_sample(g))
     return np.ascontiguousarray(
         grad_planes[:, :, g.PH:g.PH + g.H, g.PW:g.PW + g.W].transpose(0, 2, 3, 1))
@@ -220,48 +214,12 @@ def backward_weight_numba(gy, x, geometry):
         _backward_weight_block(grads, planes, gw_taps, first, last, g.DH, g.DW)
         return gw_taps
 
-    return sum(over_sample_blocks(block, g.N, _work_per_sample(g)))
-
-
-# ----------------------------------------------------------------------------- threads
-
-# Below this many multiply-adds per thread a block is not worth handing over: waking a
-# pool thread and joining it costs ≈ 20–50 µs, the time of ≈ 10⁵–10⁶ multiply-adds here.
-MIN_WORK_PER_THREAD = 1 << 19
-
-_pool = None
-_pool_lock = threading.Lock()
+    return sum(over_blocks(block, g.N, _work_per_sample(g)))
 
 
 def _work_per_sample(g):
+    """Multiply-adds per sample (the unit of ``threads.MIN_WORK_PER_THREAD``)."""
     return g.OH * g.OW * g.K * g.CO
-
-
-def over_sample_blocks(run_block, N, work_per_sample):
-    """Call ``run_block(first, last)`` on consecutive blocks of samples covering [0, N),
-    one block per thread (``numba.get_num_threads()``, at most one per
-    MIN_WORK_PER_THREAD of work); the calling thread runs the first block itself.
-    Returns the blocks' results in order."""
-    blocks = max(1, min(numba.get_num_threads(), N,
-                        (N * work_per_sample) // MIN_WORK_PER_THREAD))
-    bounds = [N * b // blocks for b in range(blocks + 1)]
-    if blocks == 1:
-        return [run_block(0, N)]
-    others = [_thread_pool().submit(run_block, bounds[b], bounds[b + 1])
-              for b in range(1, blocks)]
-    results = [run_block(bounds[0], bounds[1])]
-    return results + [future.result() for future in others]
-
-
-def _thread_pool():
-    """The pool's threads are made on first use and live as long as the process."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=max(1, numba.config.NUMBA_NUM_THREADS - 1),
-                thread_name_prefix="minicnn-direct")
-        return _pool
 
 
 # ----------------------------------------------------------------------------- registry

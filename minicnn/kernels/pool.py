@@ -56,7 +56,10 @@ Versions
 ``*_numba``      Numba. Forwards: parallel over output rows (n, i), each thread writing
                  only its rows. Max backward: scatter through argmax, parallel over
                  samples (a thread owns a sample's whole gx, so no two threads add to one
-                 cell). Average backward: gather, parallel over input rows.
+                 cell). Average backward: gather, parallel over input rows. The max-pool
+                 kernels are serial loops over a block of rows or samples, run one block
+                 per thread by kernels/threads.py (they compile in a third of the time,
+                 which LeNet-5's first step waits for); the average-pool ones use prange.
 ``*_cuda``       CUDA, one thread per element written: forwards and the average backward
                  gather; the max backward scatters with atomicAdd.
 Each kernel is registered once with its three versions (``minicnn/kernels/registry.py``),
@@ -73,6 +76,7 @@ from numba import njit, prange
 from minicnn.backend import get_array_module
 from minicnn.kernels import _gpu
 from minicnn.kernels.registry import register_kernel
+from minicnn.kernels.threads import over_blocks
 
 
 # ============================================================================ helpers
@@ -115,11 +119,12 @@ def max_pool_forward_reference(x, kernel_size, stride, padding, dilation, out_si
     return y, argmax
 
 
-@njit(parallel=True, cache=True)
-def _max_pool_forward_numba(x, y, argmax, KH, KW, SH, SW, PH, PW, DH, DW):
+@njit(nogil=True, cache=True)
+def _max_pool_forward_numba(x, y, argmax, first, last, KH, KW, SH, SW, PH, PW, DH, DW):
+    """Output rows (n, i) = first … last − 1 (a thread's block, see kernels/threads.py)."""
     N, H, W, C = x.shape
     OH, OW = y.shape[1], y.shape[2]
-    for row in prange(N * OH):                 # each thread owns whole output rows
+    for row in range(first, last):             # each thread owns whole output rows
         n, i = row // OH, row % OH
         for j in range(OW):
             best, where = y[n, i, j], argmax[n, i, j]
@@ -155,7 +160,10 @@ def max_pool_forward_numba(x, kernel_size, stride, padding, dilation, out_size):
     # page faults (measured on this machine).
     y = np.empty((N,) + tuple(out_size) + (C,), x.dtype)
     argmax = np.empty(y.shape, np.int32)
-    _max_pool_forward_numba(x, y, argmax, *_ints(kernel_size, stride, padding, dilation))
+    window = _ints(kernel_size, stride, padding, dilation)
+    KH, KW = window[:2]
+    over_blocks(lambda first, last: _max_pool_forward_numba(x, y, argmax, first, last, *window),
+                N * y.shape[1], y.shape[2] * KH * KW * C)
     return y, argmax
 
 
@@ -174,12 +182,12 @@ def max_pool_backward_reference(gy, argmax, in_size):
     return gx.reshape(N, H, W, C)
 
 
-@njit(parallel=True, cache=True)
-def _max_pool_backward_numba(gy, argmax, gx):
+@njit(nogil=True, cache=True)
+def _max_pool_backward_numba(gy, argmax, gx, first, last):
     N, OH, OW, C = gy.shape
     # Scatter, but per sample: a thread owns sample n's whole gx plane, so the += of two
     # windows that share a maximum never race.
-    for n in prange(N):
+    for n in range(first, last):
         plane = gx[n]                              # (H·W, C)
         plane[:] = 0
         for i in range(OH):
@@ -196,7 +204,9 @@ def max_pool_backward_numba(gy, argmax, in_size):
     N, C = gy.shape[0], gy.shape[3]
     H, W = _ints(in_size)
     gx = np.empty((N, H * W, C), gy.dtype)             # NumPy-allocated: see max forward
-    _max_pool_backward_numba(gy, np.ascontiguousarray(argmax), gx)
+    argmax = np.ascontiguousarray(argmax)
+    over_blocks(lambda first, last: _max_pool_backward_numba(gy, argmax, gx, first, last),
+                N, gy.shape[1] * gy.shape[2] * C)
     return gx.reshape(N, H, W, C)
 
 
