@@ -388,6 +388,13 @@ class Winograd:
                 (last - first, t.H, t.W, t.C), (t.PH, t.PW), t.m, x.dtype)
 
 
+def sample_blocks(N, per_sample_bytes, budget):
+    """(first, last) ranges of samples, each holding about ``budget`` bytes."""
+    step = max(1, budget // per_sample_bytes)
+    for first in range(0, N, step):
+        yield first, min(N, first + step)
+
+
 class Direct:
     """Stride 1, one group, few input channels (a grayscale stem, LeNet-5's first layer):
     a direct loop with no column matrix (kernels/direct.py). Weights as taps, w_taps
@@ -420,13 +427,6 @@ class Direct:
             gw_taps = direct.direct_backward_weight(gy, x, g)          # (KH, KW, C, CO)
             gw = weight_from_matrix(gw_taps.reshape(1, g.K, g.CO), g)
         return gx, gw
-
-
-def sample_blocks(N, per_sample_bytes, budget):
-    """(first, last) ranges of samples, each holding about ``budget`` bytes."""
-    step = max(1, budget // per_sample_bytes)
-    for first in range(0, N, step):
-        yield first, min(N, first + step)
 
 
 # ============================================================================ choosing one

@@ -56,14 +56,16 @@ Versions
 ``*_numba``      Numba. Forwards: parallel over output rows (n, i), each thread writing
                  only its rows. Max backward: scatter through argmax, parallel over
                  samples (a thread owns a sample's whole gx, so no two threads add to one
-                 cell). Average backward: gather, parallel over input rows. The max-pool
-                 kernels are serial loops over a block of rows or samples, run one block
-                 per thread by kernels/threads.py (they compile in a third of the time,
-                 which LeNet-5's first step waits for); the average-pool ones use prange.
+                 cell). Average backward: gather, parallel over input rows.
 ``*_cuda``       CUDA, one thread per element written: forwards and the average backward
                  gather; the max backward scatters with atomicAdd.
 Each kernel is registered once with its three versions (``minicnn/kernels/registry.py``),
 which picks by the array's device and the kernel mode.
+
+The max-pool Numba kernels are serial loops over a block of output rows (forward) or
+samples (backward), run one block per thread by ``kernels/threads.py``: they compile in a
+third of the time of ``prange`` kernels, which LeNet-5's first training step waits for.
+The average-pool ones use ``prange``.
 
 Speed (this machine, one core, float32, 3×3 stride 2 padding 1 on (64, 64, 56, 56)): max
 forward ≈ 7.4 ms, max backward ≈ 6.8 ms, average forward ≈ 7.0 ms, average backward
