@@ -494,13 +494,13 @@ def choose_algorithm(geometry, device, requested=None):
         return Im2colGemm                     # the textbook, for reading and as the truth
     if g.G == g.C > 1:                        # (one channel is a dense convolution)
         return Depthwise
-    if device == "cpu" and Direct.applies(g, device) and g.KW * g.C < DIRECT_MAX_RUN:
-        return Direct
     if (device == "cpu" and Winograd.applies(g, device)
             and min(g.C, g.CO) >= WINOGRAD_MIN_CHANNELS):
         return Winograd
     if Pointwise.applies(g, device):
         return Pointwise
+    if device == "cpu" and Direct.applies(g, device) and g.KW * g.C < DIRECT_MAX_RUN:
+        return Direct
     if device == "cpu" and g.G == 1 and g.K >= BLOCKED_MIN_K:
         return BlockedIm2col
     return Im2colGemm
