@@ -131,3 +131,17 @@ def test_lenet_first_layer_float32_matches_im2col_forward_and_backward():
 
 def test_direct_is_listed_among_the_algorithms():
     assert conv_module.ALGORITHMS["direct"] is conv_module.Direct
+
+
+def test_a_forked_child_runs_blocks_on_threads_of_its_own(monkeypatch):
+    """The parent's pool threads do not survive a fork; the child must not wait on them."""
+    import multiprocessing
+    monkeypatch.setattr(threads_module, "thread_count", lambda: 2)
+    monkeypatch.setattr(threads_module, "MIN_WORK_PER_THREAD", 1)
+    threads_module.over_blocks(lambda first, last: None, 4, 1)      # the parent's pool exists
+    context = multiprocessing.get_context("fork")
+    child = context.Process(target=threads_module.over_blocks,
+                            args=(lambda first, last: None, 4, 1))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0

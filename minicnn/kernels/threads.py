@@ -17,6 +17,7 @@ sleeps. Work too small to share (LeNet-5's pooling at batch 64) runs on the call
 thread alone: handing a block over costs ≈ 20–50 µs.
 """
 import concurrent.futures
+import os
 import threading
 
 import numba
@@ -58,3 +59,13 @@ def _thread_pool():
                 max_workers=max(1, numba.config.NUMBA_NUM_THREADS - 1),
                 thread_name_prefix="minicnn-kernels")
         return _pool
+
+
+def _forget_pool_in_child():
+    """A forked child has none of its parent's threads: a pool it inherited would take
+    blocks and never run them. It makes its own on first use."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
