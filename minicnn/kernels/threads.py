@@ -10,8 +10,8 @@ Blocks write disjoint parts of the output (a kernel that scatters, such as col2i
 by samples, which share nothing), so no two threads write one address.
 
 Why not Numba's ``parallel=True``: a ``prange`` kernel takes about three times as long to
-compile (LeNet-5's first training step on an empty cache spent ≈ 7 of its ≈ 9 CPU-seconds
-compiling four of them), and its OpenMP workers spin between kernels, taking turns with
+compile (LeNet-5's first training step on an empty cache spent ≈ 10 of its ≈ 11 CPU-seconds
+compiling five of them), and its OpenMP workers spin between kernels, taking turns with
 BLAS's own spinning threads on a busy two-core machine. A Python pool thread that waits
 sleeps. Work too small to share (LeNet-5's pooling at batch 64) runs on the calling
 thread alone (see MIN_WORK_PER_THREAD).
