@@ -334,8 +334,8 @@ def test_an_algorithm_that_cannot_compute_the_convolution_is_refused():
     with pytest.raises(ValueError, match=r"conv_algorithm='winograd' cannot compute .*1×1"):
         F.conv2d(x, w, conv_algorithm="winograd")
     with pytest.raises(ValueError, match=r"conv_algorithm must be one of blocked, depthwise, "
-                                         r"grouped, im2col, pointwise, winograd or None, "
-                                         r"got 'fft'"):
+                                         r"direct, grouped, im2col, pointwise, winograd or "
+                                         r"None, got 'fft'"):
         nn.Conv2d(4, 4, 1, conv_algorithm="fft")
 
 

@@ -29,6 +29,7 @@ from minicnn.backend import get_array_module
 from minicnn.kernels import _gpu
 from minicnn.kernels import output_size
 from minicnn.kernels.registry import register_kernel
+from minicnn.kernels.threads import over_blocks
 
 
 class ConvGeometry:
@@ -98,18 +99,28 @@ def col2im_reference(cols, geometry):
 
 # ----------------------------------------------------------------------------- cpu (Numba)
 
-@njit(parallel=True, cache=True)
-def _im2col_rows_numba(x, cols, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
-    """Row-major columns, cols (G, M, K): for layers with many channels."""
+@njit(nogil=True, cache=True)
+def _copy(destination, source):
+    """destination[:] = source[:] for two runs of one length."""
+    for t in range(destination.size):
+        destination[t] = source[t]
+
+
+@njit(nogil=True, cache=True)
+def _im2col_rows_numba(x, cols, first, last, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
+    """Row-major columns, cols (G, M, K), for output rows (n, oh) = first … last − 1 (a
+    thread's block, see kernels/threads.py): for layers with many channels."""
     N, H, W, C = x.shape
     Cg = C // G
     # With one group and no horizontal dilation, the KW taps of one kernel row read KW·C
     # consecutive input values and write KW·C consecutive columns: copy them as one run
-    # (a slice assignment, i.e. a memcpy).
+    # (a loop over two views, which compiles to a memcpy; an array-to-array slice
+    # assignment would also do, but compiling its size-mismatch error message took 2 of
+    # the 3 seconds this kernel took to compile).
     runs = G == 1 and DW == 1
     K = KH * KW * C
     flat_x, flat_cols = x.reshape(-1), cols.reshape(-1)   # flat indices: no view per run
-    for row in prange(N * OH):           # each thread fills whole rows of cols: no sharing
+    for row in range(first, last):       # each thread fills whole rows of cols: no sharing
         n, oh = row // OH, row % OH
         for ow in range(OW):
             m = row * OW + ow
@@ -120,14 +131,14 @@ def _im2col_rows_numba(x, cols, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
                 ih = oh * SH - PH + i * DH
                 if runs:
                     start = m * K + i * KW * C                 # where this kernel row goes
+                    run = flat_cols[start:start + KW * C]
                     if ih < 0 or ih >= H:
-                        flat_cols[start:start + KW * C] = 0
+                        run[:] = 0
                         continue
                     first = ((n * H + ih) * W + iw0 + j0) * C   # first input value inside
-                    length = (j1 - j0) * C
-                    flat_cols[start:start + j0 * C] = 0
-                    flat_cols[start + j0 * C:start + j1 * C] = flat_x[first:first + length]
-                    flat_cols[start + j1 * C:start + KW * C] = 0
+                    run[:j0 * C] = 0
+                    _copy(run[j0 * C:j1 * C], flat_x[first:first + (j1 - j0) * C])
+                    run[j1 * C:] = 0
                     continue
                 for j in range(KW):
                     iw = iw0 + j * DW
@@ -179,11 +190,12 @@ def _im2col_columns_numba(x, cols_t, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
             flat_cols[out + hi:out + OW] = 0
 
 
-@njit(parallel=True, cache=True)
-def _col2im_numba(cols, gx, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
+@njit(nogil=True, cache=True)
+def _col2im_numba(cols, gx, first, last, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G):
+    """gx of samples first … last − 1 (zeros on entry)."""
     N, H, W, C = gx.shape
     Cg = C // G
-    for n in prange(N):                  # each thread owns whole samples of gx: no races
+    for n in range(first, last):         # each thread owns whole samples of gx: no races
         for oh in range(OH):
             for ow in range(OW):
                 m = (n * OH + oh) * OW + ow
@@ -219,14 +231,16 @@ def im2col_numba(x, geometry):
         _im2col_columns_numba(x, cols_t, *g.args())
         return cols_t.transpose(0, 2, 1)
     cols = np.empty((g.G, g.M, g.K), dtype=x.dtype)
-    _im2col_rows_numba(x, cols, *g.args())
+    over_blocks(lambda first, last: _im2col_rows_numba(x, cols, first, last, *g.args()),
+                g.N * g.OH, g.OW * g.G * g.K)
     return cols
 
 
 def col2im_numba(cols, geometry):
     g = geometry
     gx = np.zeros((g.N, g.H, g.W, g.C), dtype=cols.dtype)
-    _col2im_numba(cols, gx, *g.args())
+    over_blocks(lambda first, last: _col2im_numba(cols, gx, first, last, *g.args()),
+                g.N, g.OH * g.OW * g.G * g.K)
     return gx
 
 
