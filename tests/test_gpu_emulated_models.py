@@ -122,7 +122,9 @@ def test_every_convolution_algorithm_on_the_gpu_equals_the_cpu(cupy, algorithm):
              "pointwise": ((2, 4, 5, 6), (5, 4, 1, 1), dict(stride=2)),
              "blocked": ((3, 4, 7, 7), (5, 4, 3, 3), dict(padding=1, dilation=2)),
              "depthwise": ((2, 4, 7, 6), (8, 1, 3, 3), dict(padding=1, groups=4)),
-             "winograd": ((2, 3, 9, 7), (4, 3, 3, 3), dict(padding=1))}
+             "winograd": ((2, 3, 9, 7), (4, 3, 3, 3), dict(padding=1)),
+             "direct": ((2, 1, 7, 6), (3, 1, 3, 3), dict(padding=1)),
+             "grouped": ((2, 4, 7, 6), (6, 2, 3, 3), dict(padding=1, groups=2))}
     x_shape, w_shape, options = cases[algorithm]
     x, w, b = (rng.standard_normal(s) for s in (x_shape, w_shape, w_shape[:1]))
     gy = None
