@@ -6,14 +6,18 @@
                   schedule=make_schedule("cosine", optimizer, 4, len(train_loader)),
                   checkpoint="runs/lenet5.npz")
 
-One step of training is the four lines every framework has::
+One step of training is the four lines every framework has (``train_step``)::
 
     logits = model(images)                        # forward: builds the graph
     loss = cross_entropy(logits, labels)          # one number
     optimizer.zero_grad(); loss.backward()        # d loss / d every parameter
     optimizer.step()                              # move against the gradient
 
-Everything else here is bookkeeping that makes a run *safe to leave alone*:
+and the loop around it (``TrainingLoop.run``) is a screen long. Everything else is a
+callback (``minicnn.callbacks`` holds the protocol): the bookkeeping below that makes a
+run *safe to leave alone* (``Checkpointing``, ``StopOnSignal``, ``DivergenceCheck``,
+``ProgressBar``, ``DataParallelTraining``, all in this file), and the papers' techniques
+you add with ``fit(..., callbacks=[...])`` (gradient clipping, EMA, mixup).
 
 Nothing lost
     After every epoch a checkpoint is written atomically (temporary file, then rename):
@@ -39,8 +43,9 @@ Exact resumption
     momentum, weight decay, the schedule's shape and length), so a resumed run may change
     them and the schedule continues from the same step on its new curve. The loader's
     shuffling and augmentation are functions of (seed, epoch, batch) (see
-    ``minicnn.data.loader``), the model's own generators (dropout) are restored from the
-    checkpoint, and the running sums of the interrupted epoch are restored too so its
+    ``minicnn.data.loader``), the generators the model draws from (dropout; the registry
+    in ``minicnn.random``) and the callbacks' state (EMA's averages) are restored from
+    the checkpoint, and the running sums of the interrupted epoch are restored too so its
     summary line is the same.
 
 What you see
@@ -58,11 +63,12 @@ import sys
 import threading
 import time
 
-import numpy as np
-
 from minicnn import functional as F
 from minicnn.backend import get_array_module, to_device
+from minicnn.callbacks import Callback
 from minicnn.files import atomic_write
+from minicnn.schedules import SCHEDULE_HELP, make_schedule  # noqa: F401 (public)
+from minicnn.random import generators, random_state, set_random_state  # noqa: F401 (public)
 from minicnn.tensor import Tensor, no_grad
 
 CHECKPOINT_KIND = "minicnn-training"
@@ -107,78 +113,6 @@ def make_optimizer(name, parameters, lr, momentum=0.9, weight_decay=0.0, **optio
     raise ValueError(f"unknown optimizer {name!r}; choose from sgd, adam, adamw, rmsprop")
 
 
-SCHEDULE_HELP = (
-    "constant (fixed); cosine (half a cosine down to 0 over the run); step:N[:G] (×G, "
-    "default 0.1, every N epochs); multistep:A,B,...[:G] (×G at epochs A, B, ...); "
-    "exponential:G (×G per epoch); decay:E:G (×G every E epochs, EfficientNet's "
-    "decay:2.4:0.97); warmup:W+S (linear warm-up over W epochs, then schedule S)")
-
-
-def _schedule_number(text, role):
-    """A number of a schedule spec: ``role`` "epochs" (a finite time > 0) or "factor" (a
-    multiplier in (0, 1]: a schedule that grows the rate without end is a typo)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
-    if role == "factor" and not 0 < value <= 1:
-        raise ValueError(f"the factor must lie in (0, 1], got {text}")
-    if role == "epochs" and not (math.isfinite(value) and value > 0):
-        raise ValueError(f"a number of epochs must be finite and positive, got {text}")
-    return value
-
-
-def make_schedule(spec, optimizer, epochs, steps_per_epoch):
-    """A learning-rate schedule from a short spec (see ``SCHEDULE_HELP``), or None.
-
-    Every schedule is stepped after each iteration (``steps_per_epoch`` steps make an
-    epoch): smooth ones then change smoothly, staircase ones still change at exactly the
-    epoch (or fraction of an epoch) they name. Every number is checked: periods finite and
-    positive, factors in (0, 1].
-    """
-    from minicnn import optim
-    spec = (spec or "constant").strip()
-    epochs_of, factor = (lambda text: _schedule_number(text, "epochs"),
-                         lambda text: _schedule_number(text, "factor"))
-    try:
-        if spec.startswith("warmup:"):
-            warmup, _, rest = spec[len("warmup:"):].partition("+")
-            if rest.startswith("warmup:"):
-                raise ValueError("one warm-up is enough")
-            inner = make_schedule(rest or "constant", optimizer, epochs, steps_per_epoch)
-            if inner is None:
-                inner = optim.StepLR(optimizer, step_size=10 ** 9, gamma=1.0,
-                                     steps_per_epoch=steps_per_epoch)
-            return optim.LinearWarmup(inner, warmup_epochs=epochs_of(warmup))
-        name, _, arguments = spec.partition(":")
-        values = arguments.split(":") if arguments else []
-        if name == "constant" and not values:
-            return None
-        if name == "cosine" and not values:
-            return optim.CosineAnnealingLR(optimizer, T_max=epochs, steps_per_epoch=steps_per_epoch)
-        if name == "step" and 1 <= len(values) <= 2:
-            gamma = factor(values[1]) if len(values) > 1 else 0.1
-            return optim.StepLR(optimizer, step_size=epochs_of(values[0]), gamma=gamma,
-                                steps_per_epoch=steps_per_epoch)
-        if name == "multistep" and 1 <= len(values) <= 2:
-            gamma = factor(values[1]) if len(values) > 1 else 0.1
-            milestones = [epochs_of(m) for m in values[0].split(",")]
-            return optim.MultiStepLR(optimizer, milestones, gamma=gamma,
-                                     steps_per_epoch=steps_per_epoch)
-        if name == "exponential" and len(values) == 1:
-            return optim.ExponentialLR(optimizer, gamma=factor(values[0]),
-                                       steps_per_epoch=steps_per_epoch)
-        if name == "decay" and len(values) == 2:
-            return optim.DecayEveryNEpochs(optimizer, every=epochs_of(values[0]),
-                                           decay=factor(values[1]), steps_per_epoch=steps_per_epoch)
-    except ValueError as error:
-        message = str(error)
-        if message.startswith("schedule "):      # a nested warm-up's schedule said it
-            raise
-        raise ValueError(f"schedule {spec!r}: {message}") from None
-    raise ValueError(f"unknown schedule {spec!r}; use one of: {SCHEDULE_HELP}")
-
-
 # ----------------------------------------------------------------------------- one step
 
 def _model_device(model):
@@ -187,18 +121,45 @@ def _model_device(model):
     return "cpu"
 
 
+def soft_cross_entropy(logits, targets, label_smoothing=0.0):
+    """Cross-entropy against target *distributions* q (float (N, classes), rows summing
+    to 1, e.g. mixup's blends): mean over the batch of −Σₖ qₖ·log softmax(z)ₖ, with q
+    smoothed to (1 − ε)·q + ε/K first. For one-hot q it equals ``F.cross_entropy``."""
+    xp = get_array_module(targets)
+    classes = targets.shape[1]
+    q = (1.0 - label_smoothing) * targets + label_smoothing / classes
+    log_p = F.log_softmax(logits, axis=1)
+    return -(log_p * Tensor(xp.asarray(q, dtype=logits.data.dtype))).sum(axis=1).mean()
+
+
+def _check_targets(labels, logits):
+    if labels.ndim == 2 and labels.shape != logits.shape:
+        raise ValueError(f"compute_loss: soft targets of shape {tuple(labels.shape)} for "
+                         f"logits of shape {tuple(logits.shape)}; expected the same shape")
+    if labels.ndim == 2 and labels.dtype.kind != "f":
+        raise ValueError(f"compute_loss: soft targets must be floating-point probabilities, "
+                         f"got {labels.dtype}")
+
+
 def compute_loss(outputs, labels, label_smoothing=0.0, aux_weight=0.3):
     """Cross-entropy of the logits; a model that also returns auxiliary classifiers'
     logits in training (GoogLeNet, Inception-v3: ``(main, aux1, ...)``) adds them with
     weight ``aux_weight`` (GoogLeNet's 0.3; a model may set ``aux_loss_weight``).
-    Returns (loss, main logits)."""
+
+    ``labels`` are class indices (N,) or soft targets, float (N, classes) probabilities
+    (``soft_cross_entropy``; mixup). Returns (loss, main logits)."""
     if isinstance(outputs, (tuple, list)):
         main, auxiliary = outputs[0], outputs[1:]
     else:
         main, auxiliary = outputs, ()
-    loss = F.cross_entropy(main, labels, label_smoothing=label_smoothing)
+    _check_targets(labels, main)
+    def loss_of(logits):
+        if labels.ndim == 2:
+            return soft_cross_entropy(logits, labels, label_smoothing)
+        return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    loss = loss_of(main)
     for aux in auxiliary:
-        loss = loss + aux_weight * F.cross_entropy(aux, labels, label_smoothing=label_smoothing)
+        loss = loss + aux_weight * loss_of(aux)
     return loss, main
 
 
@@ -247,7 +208,8 @@ def train_step(model, optimizer, images, labels, label_smoothing=0.0, aux_weight
     The loss is checked *before* the update, so a NaN never reaches the weights
     (``NonFiniteLoss``); ``after_backward()`` runs between the gradient and the update
     (data parallel training averages the gradients there). Returns the loss as a float
-    and the number of images classified correctly.
+    and the number of images classified correctly (for soft targets: whose most likely
+    class is the target's most probable one).
     """
     loss, logits = compute_loss(model(images), labels, label_smoothing, aux_weight)
     value = float(loss.item())
@@ -261,44 +223,8 @@ def train_step(model, optimizer, images, labels, label_smoothing=0.0, aux_weight
     if schedule is not None:
         schedule.step()
     xp = get_array_module(logits.data)
-    return value, int(xp.count_nonzero(logits.data.argmax(axis=1) == labels))
-
-
-# ----------------------------------------------------------------------------- random state
-
-def _generators(model):
-    """Every NumPy random generator a training step may draw from, by a stable name:
-    attributes of the model's modules (e.g. a Dropout's ``rng``), module-level generators
-    of minicnn and the architectures (the default generators used when none is passed),
-    and NumPy's legacy global generator."""
-    found = {}
-    for name, module in model.named_modules():
-        for attribute, value in vars(module).items():
-            if isinstance(value, np.random.Generator):
-                found[f"model:{name}.{attribute}"] = value
-    for module_name, module in sorted(sys.modules.items()):
-        if module is None or not module_name.split(".")[0] in ("minicnn", "architectures"):
-            continue
-        for attribute, value in list(vars(module).items()):
-            if isinstance(value, np.random.Generator):
-                found[f"module:{module_name}.{attribute}"] = value
-    return found
-
-
-def random_state(model):
-    state = {name: g.bit_generator.state for name, g in _generators(model).items()}
-    state["numpy.random"] = list(np.random.get_state())
-    return state
-
-
-def set_random_state(model, state):
-    for name, generator in _generators(model).items():
-        if name in state:
-            generator.bit_generator.state = state[name]
-    if "numpy.random" in state:
-        kind, keys, position, has_gauss, cached = state["numpy.random"]
-        np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), int(position),
-                             int(has_gauss), float(cached)))
+    classes = labels.argmax(axis=1) if labels.ndim == 2 else labels
+    return value, int(xp.count_nonzero(logits.data.argmax(axis=1) == classes))
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -374,13 +300,6 @@ def _finite(array):
     return bool(xp.isfinite(array).all())
 
 
-def _first_non_finite_weight(model):
-    for name, parameter in model.named_parameters():
-        if not _finite(parameter.data):
-            return name
-    return None
-
-
 def _position(epoch, batch):
     """A checkpoint's place in words: ``epoch`` epochs done, then ``batch`` batches."""
     return f"epoch {epoch + 1}, batch {batch}" if batch else f"after epoch {epoch}"
@@ -407,13 +326,15 @@ def _divergence(what, where, images, optimizer, checkpoint, saved_epoch):
 class StopRequests:
     """While active, the first SIGINT (Ctrl-C) or SIGTERM (``timeout``, batch schedulers)
     only raises a flag: the loop stops at the next batch boundary, where the state is
-    consistent, and saves. A second one interrupts at once (KeyboardInterrupt)."""
+    consistent, and saves. A second one interrupts at once (KeyboardInterrupt).
+    ``on_request(signum)`` is told of the first."""
 
     SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None))
                     if s is not None)
 
-    def __init__(self, log):
+    def __init__(self, log, on_request=None):
         self.requested, self.log, self.previous, self.signum = False, log, {}, None
+        self.on_request = on_request
 
     def _handle(self, signum, frame):
         if self.requested:
@@ -422,6 +343,8 @@ class StopRequests:
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         self.log(f"\n{name}: stopping after this batch and saving a checkpoint "
                  "(press Ctrl-C again to quit without saving)")
+        if self.on_request is not None:
+            self.on_request(signum)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -432,16 +355,14 @@ class StopRequests:
     def __exit__(self, *exc):
         for signum, previous in self.previous.items():
             signal.signal(signum, previous)
+        self.previous = {}
 
 
 # ----------------------------------------------------------------------------- the loop
 
-def _progress_bar(total, initial, description, enabled):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-    return tqdm(total=total, initial=initial, desc=description, unit="batch", leave=False,
-                dynamic_ncols=True, file=sys.stderr, mininterval=0.25)
+def _fresh_running():
+    """The running sums of an epoch: what its progress bar and summary line show."""
+    return {"loss_sum": 0.0, "correct": 0, "seen": 0, "time_s": 0.0}
 
 
 def _summary_line(record, epochs):
@@ -455,9 +376,278 @@ def _summary_line(record, epochs):
                    f"{record['images_per_s']:.0f} img/s")
 
 
+class TrainingLoop:
+    """One run of ``fit``: its parts, where it has got to, and the loop itself.
+
+    Callbacks (``minicnn.callbacks``) read and change what they need through it:
+    ``model``, ``optimizer``, ``schedule``, ``train_loader``, ``test_loader``, ``epochs``,
+    ``device``, ``log``; the position ``epoch`` and ``batch`` (batches done in the epoch)
+    of ``steps`` per epoch; ``history``; ``running`` (the epoch's sums so far);
+    ``evaluation`` (this epoch's test metrics); ``stop_requested``.
+    """
+
+    def __init__(self, model, optimizer, train_loader, test_loader, epochs, callbacks, *,
+                 schedule=None, label_smoothing=0.0, device=None, checkpoint=None, log=print):
+        self.model, self.optimizer, self.schedule = model, optimizer, schedule
+        self.train_loader, self.test_loader, self.epochs = train_loader, test_loader, epochs
+        self.callbacks, self.label_smoothing, self.log = list(callbacks), label_smoothing, log
+        self.device = device or _model_device(model)
+        self.aux_weight = getattr(model, "aux_loss_weight", 0.3)
+        self.steps = len(train_loader)
+        self.epoch, self.batch, self.history = 0, 0, []
+        self.running, self.evaluation = _fresh_running(), None
+        self.stop_requested, self.stop_signal = False, None
+        self.checkpoint, self.saved_at = checkpoint, None    # saved_at: where, in words
+        self._resumed_states = {}
+
+    # -- the loop: what every run does, on one screen
+    def run(self):
+        try:
+            self._each("on_fit_start")
+            self._load_callback_states()
+            for epoch in range(self.epoch, self.epochs):
+                self.train_epoch(epoch)
+                if self.stop_requested and self.batch < self.steps:
+                    raise TrainingInterrupted(self.checkpoint, epoch, self.batch, self.stop_signal)
+                self.end_epoch(epoch)
+                if self.stop_requested:   # during the last batch or the evaluation
+                    raise TrainingInterrupted(self.checkpoint, epoch + 1, 0, self.stop_signal)
+        finally:
+            self._each("on_fit_end")
+        return self.history
+
+    def train_epoch(self, epoch):
+        """The epoch's batches from ``self.batch`` on (0, or where a resumed run stopped)."""
+        self.epoch, self.evaluation = epoch, None
+        if self.batch == 0:
+            self.running = _fresh_running()
+        self._each("on_epoch_start", epoch)
+        began, time_before = time.perf_counter(), self.running["time_s"]
+        for images, labels in self.train_loader.batches(epoch, start=self.batch):
+            loss, correct = self.step(images, labels)
+            self.running["loss_sum"] += loss * len(labels)
+            self.running["correct"] += correct
+            self.running["seen"] += len(labels)
+            self.running["time_s"] = time_before + time.perf_counter() - began
+            self.batch += 1
+            self._each("on_batch_end", epoch, self.batch, loss)
+            if self.stop_requested:
+                break
+        self._each("on_train_epoch_end", epoch)
+
+    def step(self, images, labels):
+        """One training step on a batch the callbacks may have changed (see ``train_step``)."""
+        for callback in self.callbacks:
+            images, labels = callback.on_batch(self, images, labels)
+        x, y = Tensor(to_device(images, self.device)), to_device(labels, self.device)
+        try:
+            return train_step(self.model, self.optimizer, x, y, self.label_smoothing,
+                              self.aux_weight, self.schedule,
+                              after_backward=lambda: self._each("after_backward"))
+        except NonFiniteLoss as bad:
+            raise self.diverged(f"the loss became {bad.value}",
+                                f"epoch {self.epoch + 1}, batch {self.batch + 1}", x.data) from None
+
+    def end_epoch(self, epoch):
+        """The epoch's record: training figures, then the evaluation, then the callbacks'."""
+        record = self.training_record(epoch)
+        if self.test_loader is not None:
+            self._each("before_evaluate")
+            self.evaluation = evaluate(self.model, self.test_loader, self.device)
+            self._each("after_evaluate")
+            record.update(test_loss=self.evaluation["loss"],
+                          test_accuracy=self.evaluation["accuracy"],
+                          test_top5=self.evaluation["top5"])
+        self.history.append(record)
+        self.running, self.batch = _fresh_running(), 0
+        self._each("on_epoch_end", epoch, record)
+        self.log(_summary_line(record, self.epochs))
+
+    def training_record(self, epoch):
+        running = self.running
+        return {"epoch": epoch + 1,
+                "train_loss": running["loss_sum"] / max(running["seen"], 1),
+                "train_accuracy": running["correct"] / max(running["seen"], 1),
+                "test_loss": None, "test_accuracy": None, "test_top5": None,
+                "lr": float(self.optimizer.param_groups[0]["lr"]),
+                "time_s": running["time_s"],
+                "images_per_s": running["seen"] / max(running["time_s"], 1e-9)}
+
+    # -- what callbacks call
+    def request_stop(self, signum=None):
+        """End the run at the next batch boundary, with a checkpoint."""
+        self.stop_requested, self.stop_signal = True, signum
+
+    def diverged(self, what, where, images=None):
+        """The ``TrainingDiverged`` to raise when ``what`` stopped being finite."""
+        return TrainingDiverged(_divergence(what, where, images, self.optimizer,
+                                            self.checkpoint, self.saved_at))
+
+    def callback_states(self):
+        """{state key: state} of every callback with state to keep (see ``Callback``)."""
+        return {key: state for key, callback in self._keyed_callbacks()
+                if (state := callback.state_dict())}
+
+    # -- resuming
+    def resume_from(self, resume):
+        """Continue from a checkpoint (a path or ``load_training_checkpoint``'s dict)."""
+        if isinstance(resume, (str, os.PathLike)):
+            resume = load_training_checkpoint(resume)
+        progress = restore(resume, self.model, self.optimizer, self.schedule)
+        self.epoch, self.batch = int(progress["epoch"]), int(progress["batch"])
+        self.history, self.running = list(progress["history"]), dict(progress["running"])
+        self.saved_at = _position(self.epoch, self.batch)
+        self._resumed_states = progress.get("callbacks") or {}
+
+    def _load_callback_states(self):
+        for key, callback in self._keyed_callbacks():
+            if key in self._resumed_states:
+                callback.load_state_dict(self._resumed_states[key])
+
+    def _keyed_callbacks(self):
+        seen = {}
+        for callback in self.callbacks:
+            key = callback.state_key or type(callback).__name__
+            seen[key] = seen.get(key, 0) + 1
+            yield (key if seen[key] == 1 else f"{key}.{seen[key]}"), callback
+
+    def _each(self, hook, *arguments):
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *arguments)
+
+
+# ----------------------------------------------------------------------------- the plumbing
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch on stderr: running loss, accuracy and images/s."""
+
+    def __init__(self):
+        self.bar = None
+
+    def on_epoch_start(self, loop, epoch):
+        from tqdm import tqdm
+        self.bar = tqdm(total=loop.steps, initial=loop.batch,
+                        desc=f"epoch {epoch + 1}/{loop.epochs}", unit="batch", leave=False,
+                        dynamic_ncols=True, file=sys.stderr, mininterval=0.25)
+
+    def on_batch_end(self, loop, epoch, batch, loss):
+        running = loop.running
+        self.bar.set_postfix_str(
+            f"loss {running['loss_sum'] / running['seen']:.4f} "
+            f"acc {100 * running['correct'] / running['seen']:.2f}% "
+            f"{running['seen'] / max(running['time_s'], 1e-9):.0f} img/s", refresh=False)
+        self.bar.update(1)
+
+    def on_train_epoch_end(self, loop, epoch):
+        self.on_fit_end(loop)
+
+    def on_fit_end(self, loop):
+        if self.bar is not None:
+            self.bar.refresh()    # the epoch's final running figures, however fast it was
+            self.bar.close()
+            self.bar = None
+
+
+class StopOnSignal(Callback):
+    """Ctrl-C or SIGTERM asks the loop to stop at the next batch boundary (see
+    ``StopRequests``); a second one quits at once."""
+
+    def on_fit_start(self, loop):
+        say = lambda message: print(message, file=sys.stderr, flush=True)   # noqa: E731
+        self.requests = StopRequests(say, on_request=loop.request_stop).__enter__()
+
+    def on_fit_end(self, loop):
+        self.requests.__exit__(None, None, None)
+
+
+class CallEachBatch(Callback):
+    """``fit``'s ``on_batch_end=f``: ``f(epoch, batch, loss)`` after each step."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def on_batch_end(self, loop, epoch, batch, loss):
+        self.function(epoch, batch, loss)
+
+
+class DivergenceCheck(Callback):
+    """A weight or test loss that is no longer finite ends the run (``TrainingDiverged``)
+    before anything is saved. (The loss itself is checked in ``train_step``, before the
+    update.)"""
+
+    def on_train_epoch_end(self, loop, epoch):
+        for name, parameter in loop.model.named_parameters():
+            if not _finite(parameter.data):
+                raise loop.diverged(f"the weight {name} is no longer finite",
+                                    f"epoch {epoch + 1}, batch {loop.batch}")
+
+    def after_evaluate(self, loop):
+        if not math.isfinite(loop.evaluation["loss"]):
+            raise loop.diverged(f"the test loss became {loop.evaluation['loss']}",
+                                f"the end of epoch {loop.epoch + 1}")
+
+
+class Checkpointing(Callback):
+    """The training checkpoint after every epoch and when a stop is requested in the middle
+    of one, with the history CSV/JSON beside it (see the module doc)."""
+
+    def __init__(self, path, metadata=None):
+        self.path, self.metadata = path, metadata
+
+    def on_fit_start(self, loop):        # what a run killed outright left behind
+        from minicnn.files import remove_stale_temporaries
+        remove_stale_temporaries(self.path, *history_paths(self.path))
+
+    def on_train_epoch_end(self, loop, epoch):
+        if loop.stop_requested and loop.batch < loop.steps:
+            self.save(loop, epoch, loop.batch)
+
+    def on_epoch_end(self, loop, epoch, record):
+        self.save(loop, epoch + 1, 0)
+
+    def save(self, loop, epoch, batch):
+        progress = {"epoch": epoch, "batch": batch, "history": loop.history,
+                    "running": dict(loop.running)}
+        states = loop.callback_states()
+        if states:
+            progress["callbacks"] = states
+        save_training_checkpoint(self.path, loop.model, loop.optimizer, loop.schedule,
+                                 progress, self.metadata)
+        write_history(self.path, loop.history)
+        loop.saved_at = _position(epoch, batch)
+
+
+class DataParallelTraining(Callback):
+    """Data-parallel training over MPI ranks (``minicnn.distributed.DataParallel``): the
+    same start on every rank, gradients averaged before each update (and a stop request
+    shared: any rank's Ctrl-C stops all), the epoch's sums and the test metrics combined
+    over the ranks, batch-norm statistics made equal."""
+
+    def __init__(self, distributed):
+        self.distributed = distributed
+
+    def on_fit_start(self, loop):
+        self.distributed.prepare(generators=generators(loop.model).values())
+        if not self.distributed.is_main_process:   # a checkpoint's sums are all ranks': count once
+            loop.running.update(loss_sum=0.0, correct=0, seen=0)
+
+    def after_backward(self, loop):
+        if self.distributed.after_backward(loop.stop_requested) and not loop.stop_requested:
+            loop.request_stop()
+
+    def on_train_epoch_end(self, loop, epoch):
+        loop.running.update(self.distributed.reduce_sums(
+            {k: loop.running[k] for k in ("loss_sum", "correct", "seen")}))
+        self.distributed.synchronize_buffers()
+
+    def after_evaluate(self, loop):
+        loop.evaluation = self.distributed.reduce_means(loop.evaluation,
+                                                        loop.test_loader.num_samples)
+
+
 def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=None,
         label_smoothing=0.0, device=None, checkpoint=None, metadata=None, resume=None,
-        progress=True, log=print, on_batch_end=None, distributed=None):
+        progress=True, log=print, on_batch_end=None, distributed=None, callbacks=()):
     """Train ``model`` for ``epochs`` epochs; return the history (one dict per epoch).
 
     ``schedule``       a learning-rate schedule stepped after every iteration, or None;
@@ -470,126 +660,28 @@ def fit(model, optimizer, train_loader, test_loader=None, epochs=1, *, schedule=
                        over MPI ranks; the loaders are then this rank's shards
                        (``distributed.shard``). Gradients are averaged before each step,
                        metrics summed over the ranks, and only the main rank logs, shows
-                       progress and writes files.
+                       progress and writes files;
+    ``callbacks``      more ``minicnn.callbacks.Callback`` objects (clipping, EMA, mixup,
+                       your own), called after the built-in ones in the order given.
 
     Raises ``TrainingInterrupted`` after Ctrl-C or SIGTERM, and ``TrainingDiverged`` (a
     ``FloatingPointError``) when the loss, the test loss or a weight stops being finite
     (a learning rate too high, usually); the checkpoint then stays the last good one.
     """
-    device = device or _model_device(model)
-    aux_weight = getattr(model, "aux_loss_weight", 0.3)
-    start_epoch, start_batch, history = 0, 0, []
-    running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time_s": 0.0}
-    if resume is not None:
-        state = load_training_checkpoint(resume) if isinstance(resume, (str, os.PathLike)) else resume
-        saved = restore(state, model, optimizer, schedule)
-        start_epoch, start_batch = int(saved["epoch"]), int(saved["batch"])
-        history = list(saved["history"])
-        running = dict(saved["running"])
     main = distributed is None or distributed.is_main_process
-    if distributed is not None:
-        distributed.prepare(generators=_generators(model).values())
-        if not main:   # the checkpoint's running sums are all ranks' together: count once
-            running.update(loss_sum=0.0, correct=0, seen=0)
-            progress, log = False, (lambda line: None)
-
-    if checkpoint is not None and main:        # what a run killed outright left behind
-        from minicnn.files import remove_stale_temporaries
-        remove_stale_temporaries(checkpoint, *history_paths(checkpoint))
-    saved = {"where": _position(start_epoch, start_batch)} if resume is not None else {}
-
-    def snapshot(epoch, batch):
-        if checkpoint is None or not main:
-            return
-        progress_state = {"epoch": epoch, "batch": batch, "history": history,
-                          "running": dict(running)}
-        save_training_checkpoint(checkpoint, model, optimizer, schedule, progress_state,
-                                 metadata)
-        write_history(checkpoint, history)
-        saved["where"] = _position(epoch, batch)
-
-    def average_gradients():      # mean gradient over the ranks; any rank's Ctrl-C stops all
-        ctrl_c.requested = distributed.after_backward(ctrl_c.requested)
-    if distributed is None:
-        average_gradients = None
-
-    def diverged(what, where, images=None):
-        return TrainingDiverged(_divergence(what, where, images, optimizer, checkpoint,
-                                            saved.get("where")))
-
-    model.train()
-    steps = len(train_loader)
-    with StopRequests(lambda message: print(message, file=sys.stderr, flush=True)) as ctrl_c:
-        for epoch in range(start_epoch, epochs):
-            first = start_batch if epoch == start_epoch else 0
-            if first == 0:
-                running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time_s": 0.0}
-            bar = _progress_bar(steps, first, f"epoch {epoch + 1}/{epochs}", progress)
-            began = time.perf_counter()
-            elapsed_before = running["time_s"]
-            batch = first
-            try:
-                for images, labels in train_loader.batches(epoch, start=first):
-                    x = Tensor(to_device(images, device))
-                    y = to_device(labels, device)
-                    try:
-                        value, correct = train_step(model, optimizer, x, y, label_smoothing,
-                                                    aux_weight, schedule, average_gradients)
-                    except NonFiniteLoss as bad:
-                        raise diverged(f"the loss became {bad.value}",
-                                       f"epoch {epoch + 1}, batch {batch + 1}", x.data) from None
-                    running["loss_sum"] += value * len(labels)
-                    running["correct"] += correct
-                    running["seen"] += len(labels)
-                    batch += 1
-                    running["time_s"] = elapsed_before + time.perf_counter() - began
-                    if bar is not None:
-                        bar.set_postfix_str(
-                            f"loss {running['loss_sum'] / running['seen']:.4f} "
-                            f"acc {100 * running['correct'] / running['seen']:.2f}% "
-                            f"{running['seen'] / max(running['time_s'], 1e-9):.0f} img/s",
-                            refresh=False)
-                        bar.update(1)
-                    if on_batch_end is not None:
-                        on_batch_end(epoch, batch, value)
-                    if ctrl_c.requested:
-                        break
-            finally:
-                if bar is not None:
-                    bar.refresh()   # the epoch's final running figures, however fast it was
-                    bar.close()
-            if distributed is not None:   # sums over all ranks; equal batch-norm statistics
-                running.update(distributed.reduce_sums(
-                    {k: running[k] for k in ("loss_sum", "correct", "seen")}))
-                distributed.synchronize_buffers()
-            broken = _first_non_finite_weight(model)
-            if broken is not None:     # checked before every save: never save NaN weights
-                raise diverged(f"the weight {broken} is no longer finite",
-                               f"epoch {epoch + 1}, batch {batch}")
-            if ctrl_c.requested and batch < steps:
-                snapshot(epoch, batch)
-                raise TrainingInterrupted(checkpoint, epoch, batch, ctrl_c.signum)
-
-            record = {"epoch": epoch + 1,
-                      "train_loss": running["loss_sum"] / max(running["seen"], 1),
-                      "train_accuracy": running["correct"] / max(running["seen"], 1),
-                      "test_loss": None, "test_accuracy": None, "test_top5": None,
-                      "lr": float(optimizer.param_groups[0]["lr"]),
-                      "time_s": running["time_s"],
-                      "images_per_s": running["seen"] / max(running["time_s"], 1e-9)}
-            if test_loader is not None:
-                result = evaluate(model, test_loader, device)
-                if distributed is not None:
-                    result = distributed.reduce_means(result, test_loader.num_samples)
-                record.update(test_loss=result["loss"], test_accuracy=result["accuracy"],
-                              test_top5=result["top5"])
-                if not math.isfinite(result["loss"]):
-                    raise diverged(f"the test loss became {result['loss']}",
-                                   f"the end of epoch {epoch + 1}")
-            history.append(record)
-            log(_summary_line(record, epochs))
-            running = {"loss_sum": 0.0, "correct": 0, "seen": 0, "time_s": 0.0}
-            snapshot(epoch + 1, 0)
-            if ctrl_c.requested:   # Ctrl-C during the last batch or the evaluation
-                raise TrainingInterrupted(checkpoint, epoch + 1, 0, ctrl_c.signum)
-    return history
+    plumbing = [ProgressBar()] if progress and main else []
+    plumbing.append(StopOnSignal())
+    if distributed is not None:       # first: the averaged gradient is what others see
+        plumbing.append(DataParallelTraining(distributed))
+    if on_batch_end is not None:
+        plumbing.append(CallEachBatch(on_batch_end))
+    last = [DivergenceCheck()]        # before the checkpoint: never save NaN weights
+    if checkpoint is not None and main:
+        last.append(Checkpointing(checkpoint, metadata))
+    loop = TrainingLoop(model, optimizer, train_loader, test_loader, epochs,
+                        plumbing + list(callbacks) + last, schedule=schedule,
+                        label_smoothing=label_smoothing, device=device, checkpoint=checkpoint,
+                        log=log if main else (lambda line: None))
+    if resume is not None:
+        loop.resume_from(resume)
+    return loop.run()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from minicnn import cli
+from minicnn.cli import commands, pieces
 from minicnn.train import load_training_checkpoint
 from tests.test_cli import pictures, quick, run  # noqa: F401  (pictures is a fixture)
 
@@ -125,7 +126,7 @@ def test_finetune_from_another_network_that_fits_nothing_is_an_error(pictures, t
 def test_an_internal_error_is_reported_as_a_bug(pictures, tmp_path, monkeypatch, capsys):
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug")
-    monkeypatch.setattr(cli, "train", broken)
+    monkeypatch.setattr(commands, "train", broken)
     assert run(quick(pictures, tmp_path / "b.npz")) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "a bug in minicnn: ZeroDivisionError" in err
@@ -183,7 +184,7 @@ def test_plot_without_matplotlib_is_refused_before_training(pictures, tmp_path, 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "matplotlib" else real(name, *a))
-    monkeypatch.setattr(cli, "load_datasets", lambda *a, **k: pytest.fail("trained first"))
+    monkeypatch.setattr(pieces, "load_datasets", lambda *a, **k: pytest.fail("trained first"))
     assert run(quick(pictures, tmp_path / "m.npz", "--plot", tmp_path / "plots")) == 2
     assert "pip install 'minicnn[plot]'" in capsys.readouterr().err
 

@@ -7,7 +7,8 @@ import pytest
 
 import architectures
 from minicnn import functional as F, nn, optim, Tensor, no_grad
-from minicnn.nn.transfer import (FrozenBatchNorm2d, apply_freeze, freeze, freeze_batchnorm,
+from minicnn.nn.transfer import (FrozenBatchNorm2d, freeze, freeze_all_but_last, freeze_backbone,
+                                 freeze_batchnorm,
                                  head_name, load_partial, replace_head, replace_module,
                                  trainable_parameters, unfreeze, unfreeze_batchnorm)
 
@@ -115,24 +116,23 @@ def test_replace_module_keeps_registration_order():
         replace_module(model, "nope", nn.Identity())
 
 
-def test_apply_freeze_modes():
+def test_freeze_backbone_and_all_but_last():
     model = lenet()
-    assert apply_freeze(model, "none") == []
     assert len(trainable_parameters(model)) == 10
-    frozen = apply_freeze(model, "backbone")
+    frozen = freeze_backbone(model)
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["fc3.weight", "fc3.bias"]
     assert len(frozen) == 8
-    apply_freeze(model, "all-but-last-2")
+    freeze_all_but_last(model, 2)
     assert [n for n, p in model.named_parameters() if p.requires_grad] == [
         "fc2.weight", "fc2.bias", "fc3.weight", "fc3.bias"]
-    for bad in ("some", "all-but-last-0", "all-but-last-6", "all-but-last-x"):
-        with pytest.raises(ValueError, match="--freeze"):
-            apply_freeze(model, bad)
+    for bad in (0, 6, "2", 2.0):
+        with pytest.raises(ValueError, match=r"count must lie in \[1, 5\]"):
+            freeze_all_but_last(model, bad)
 
 
-def test_apply_freeze_pins_the_frozen_batch_norms():
+def test_freezing_pins_the_frozen_batch_norms():
     model = small_bn_net()
-    apply_freeze(model, "backbone")
+    freeze_backbone(model)
     assert isinstance(model.bn, FrozenBatchNorm2d)
     model.train()
     assert not model.bn.training and model.fc.training

@@ -34,9 +34,12 @@ import numpy as np
 
 from minicnn.backend import get_array_module
 from minicnn.kernels.random import counter_uniform_cuda
+from minicnn.random import register_generator
 from minicnn.tensor import Function, Tensor
 
 _generator = np.random.default_rng()
+# a function, not the generator: manual_seed replaces it
+register_generator("module:minicnn.functional.dropout._generator", lambda: _generator)
 
 
 def manual_seed(seed):

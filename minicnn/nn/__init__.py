@@ -13,6 +13,7 @@ from minicnn.nn import init
 from minicnn.nn.fold import fold_batchnorm, find_foldable_pairs
 from minicnn.nn.convolutionize import convolutionize
 from minicnn.nn.transfer import (freeze, unfreeze, trainable_parameters, head_name,
-                                 replace_head, replace_module, apply_freeze, load_partial,
+                                 replace_head, replace_module, freeze_backbone,
+                                 freeze_all_but_last, load_partial,
                                  freeze_batchnorm, unfreeze_batchnorm, FrozenBatchNorm1d,
                                  FrozenBatchNorm2d)

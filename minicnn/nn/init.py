@@ -14,8 +14,11 @@ import math
 import numpy as np
 
 from minicnn.backend import get_array_module
+from minicnn.random import register_generator
 
 _default_rng = np.random.default_rng(0)
+# a function, not the generator: manual_seed replaces it
+register_generator("module:minicnn.nn.init._default_rng", lambda: _default_rng)
 
 
 def manual_seed(seed):

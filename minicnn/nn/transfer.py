@@ -175,44 +175,43 @@ def replace_head(model, num_classes, rng=None):
     return name
 
 
-def apply_freeze(model, mode, freeze_bn=True):
-    """The CLI's ``--freeze {none, backbone, all-but-last-N}``; returns the frozen names.
-
-    * ``none`` — everything trains (fine-tuning);
-    * ``backbone`` — only the classification head (``head_name``) trains;
-    * ``all-but-last-N`` — the last N weight layers (Conv2d or Linear, in registration
-      order) and everything registered after the first of them (their batch norms) train.
-
-    With ``freeze_bn`` the batch-norm layers whose parameters are all frozen are pinned in
-    eval mode (``freeze_batchnorm``).
-    """
+def freeze_backbone(model, freeze_bn=True):
+    """Freeze everything but the classification head (``head_name``): the head alone
+    trains on the new task. Returns the frozen names. With ``freeze_bn`` the batch norms
+    whose parameters are all frozen are pinned in eval mode (``freeze_batchnorm``): their
+    running statistics belong to the old task's data as much as their weights do."""
     unfreeze(model)
-    if mode == "none":
-        return []
-    if mode == "backbone":
-        keep = head_name(model)
-        frozen = [n for n in freeze(model) if not (n == keep or n.startswith(keep + "."))]
-        unfreeze(model, keep)
-    elif isinstance(mode, str) and mode.startswith("all-but-last-") and mode[13:].isdigit():
-        count = int(mode[13:])
-        weight_layers = [n for n, m in model.named_modules() if isinstance(m, (Conv2d, Linear))]
-        if not 1 <= count <= len(weight_layers):
-            raise ValueError(f"--freeze {mode}: N must lie in [1, {len(weight_layers)}] "
-                             f"(the number of Conv2d and Linear layers), got {count}")
-        first_kept = weight_layers[-count]
-        names = [n for n, _ in model.named_parameters()]
-        start = next(i for i, n in enumerate(names) if n.startswith(first_kept + "."))
-        frozen = freeze(model, names[:start]) if start else []
-    else:
-        raise ValueError(f"--freeze: expected 'none', 'backbone' or 'all-but-last-N' "
-                         f"(N an integer), got {mode!r}")
-    if freeze_bn:
-        frozen_set = set(frozen)
-        pinned = [name for name, m in model.named_modules() if isinstance(m, BatchNormNd)
-                  and all(f"{name}.{p}" in frozen_set for p, v in m._parameters.items()
-                          if v is not None)]
-        for name in pinned:
-            freeze_batchnorm(dict(model.named_modules())[name])
+    keep = head_name(model)
+    frozen = [n for n in freeze(model) if not (n == keep or n.startswith(keep + "."))]
+    unfreeze(model, keep)
+    return _pin_frozen_batchnorms(model, frozen) if freeze_bn else frozen
+
+
+def freeze_all_but_last(model, count, freeze_bn=True):
+    """Freeze everything before the last ``count`` weight layers (Conv2d or Linear, in
+    registration order): those layers, and everything registered after the first of them
+    (their batch norms), train. Returns the frozen names; ``freeze_bn`` as in
+    ``freeze_backbone``."""
+    weight_layers = [n for n, m in model.named_modules() if isinstance(m, (Conv2d, Linear))]
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) \
+            or not 1 <= count <= len(weight_layers):
+        raise ValueError(f"freeze_all_but_last: the count must lie in [1, {len(weight_layers)}] "
+                         f"(the number of Conv2d and Linear layers), got {count!r}")
+    unfreeze(model)
+    first_kept = weight_layers[-count]
+    names = [n for n, _ in model.named_parameters()]
+    start = next(i for i, n in enumerate(names) if n.startswith(first_kept + "."))
+    frozen = freeze(model, names[:start]) if start else []
+    return _pin_frozen_batchnorms(model, frozen) if freeze_bn else frozen
+
+
+def _pin_frozen_batchnorms(model, frozen):
+    frozen_set = set(frozen)
+    pinned = [name for name, m in model.named_modules() if isinstance(m, BatchNormNd)
+              and all(f"{name}.{p}" in frozen_set for p, v in m._parameters.items()
+                      if v is not None)]
+    for name in pinned:
+        freeze_batchnorm(dict(model.named_modules())[name])
     return frozen
 
 
