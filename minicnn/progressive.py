@@ -25,6 +25,7 @@ import numpy as np
 
 from minicnn import nn
 from minicnn.backend import get_array_module
+from minicnn.callbacks import Callback
 from minicnn.data import augment
 from minicnn.data.transforms import resize
 from minicnn.tensor import Tensor, no_grad
@@ -204,9 +205,8 @@ def mixed_soft_targets(images, labels, alpha, classes, rng):
     return mixed, lam * eye[labels_a] + (1.0 - lam) * eye[labels_b]
 
 
-class ProgressiveLearning:
-    """EfficientNetV2's progressive learning as a callback of the training loop
-    (``minicnn.train.Callback``'s protocol).
+class ProgressiveLearning(Callback):
+    """EfficientNetV2's progressive learning as a callback of ``minicnn.train.fit``.
 
     At the start of every epoch it looks up the epoch's stage and sets, together:
 
@@ -270,15 +270,17 @@ class ProgressiveLearning:
         self.dropouts = [m for m in model.modules() if type(m) is nn.Dropout]
         self.randaugments = [t for t in _pipeline_transforms(loop.train_loader)
                              if isinstance(t, augment.RandAugment)]
-        low, high = self.schedule.dropout
+        high = self.schedule.dropout[1]
         if high > 0 and not self.dropouts:
             raise ValueError(f"progressive learning: dropout rises to {high:g} but the model "
                              f"has no nn.Dropout to set")
         if self.schedule.randaugment[1] > 0 and not self.randaugments:
             raise ValueError("progressive learning: the RandAugment magnitude rises to "
                              f"{self.schedule.randaugment[1]:g} but the training pipeline has "
-                             "no RandAugment transform")
+                             "no RandAugment transform to set (add one: --randaugment N,M)")
         self.classes = _classes(model) if self.schedule.mixup[1] > 0 else None
+        if self.log is None:
+            self.log = getattr(loop, "log", None)
 
     # ------------------------------------------------------------------ during training
     def on_epoch_start(self, loop, epoch):
@@ -302,31 +304,8 @@ class ProgressiveLearning:
                                                 self.classes, rng)
         return images, labels
 
-    def after_backward(self, loop):
-        pass
-
-    def on_batch_end(self, loop, epoch, batch, loss):
-        pass
-
-    # ------------------------------------------------------------------ evaluation
-    def before_evaluate(self, loop):
-        pass
-
-    def after_evaluate(self, loop):
-        pass
-
-    def on_epoch_end(self, loop, epoch, record):
-        pass
-
-    def on_fit_end(self, loop):
-        pass
-
-    # ------------------------------------------------------------------ checkpoints
-    def state_dict(self):
-        return {}            # every setting follows from the epoch: nothing to resume
-
-    def load_state_dict(self, state):
-        pass
+    # No state of its own to save: ``Callback.state_dict`` ({}) is the truth here, since
+    # every setting follows from the epoch number and mixup's draws from (epoch, batch).
 
 
 _MIXUP = 2      # spawn-key tag: the mixup stream, apart from the loader's (0, 1)

@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 from minicnn import nn
+from minicnn.callbacks import Callback
+from minicnn.optim import SGD
+from minicnn.train import fit
 from minicnn.data import DataLoader
 from minicnn.data import augment
 from minicnn.data.augment import RandAugment
@@ -166,3 +169,35 @@ def test_settings_with_nowhere_to_go_and_a_schedule_of_another_length_are_refuse
         ProgressiveLearning(schedule).on_fit_start(loop_for(any_size_model()))
     with pytest.raises(ValueError, match="a ProgressiveSchedule or a number of stages"):
         ProgressiveLearning(schedule, mixup=(0, 1))
+
+
+# ------------------------------------------------------------------ inside fit
+
+class Recorder(Callback):
+    """Notes the shape of every batch the model trains on and the dropout rate then."""
+
+    def __init__(self, dropout):
+        self.dropout, self.seen = dropout, []
+
+    def on_batch(self, loop, images, labels):
+        self.seen.append((loop.epoch, images.shape[-1], self.dropout.p))
+        return images, labels
+
+
+def test_fit_trains_each_epoch_at_its_stage_and_evaluates_at_the_final_size():
+    model = any_size_model().double()
+    images = np.random.default_rng(1).integers(0, 256, (8, 1, 24, 24)).astype(np.uint8)
+    transform = Compose([RandAugment(1, 0), Normalize((0.5,), (0.25,), dtype=np.float64)])
+    train = DataLoader((images, np.arange(8) % 3), batch_size=4, transform=transform)
+    test = DataLoader((images, np.arange(8) % 3), batch_size=8,
+                      transform=Compose([Normalize((0.5,), (0.25,), dtype=np.float64)]))
+    dropout = [m for m in model.modules() if isinstance(m, nn.Dropout)][0]
+    recorder, lines = Recorder(dropout), []
+    progressive = ProgressiveLearning(3, image_size=(8, 24), dropout=(0.0, 0.2),
+                                      randaugment=(0, 4), log=lines.append)
+    history = fit(model, SGD(model.parameters(), lr=0.01), train, test, epochs=3,
+                  callbacks=[progressive, recorder], progress=False, log=lambda line: None)
+    assert recorder.seen == [(0, 8, 0.0), (0, 8, 0.0), (1, 16, 0.1), (1, 16, 0.1),
+                             (2, 24, 0.2), (2, 24, 0.2)]
+    assert len(history) == 3 and history[-1]["test_accuracy"] is not None
+    assert len(lines) == 3 and "size 16" in lines[1]
