@@ -103,10 +103,11 @@ def main(argv=None):
     parser.add_argument("--test", type=int, default=1000, help="test images (a subset)")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, help="learning rate (default: the setup's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args(argv)
-    setup = SETUPS[args.arch]
+    setup = dict(SETUPS[args.arch], lr=args.lr or SETUPS[args.arch]["lr"])
 
     train, test = mnist_datasets()
     train, test = train.subset(args.train, args.seed), test.subset(args.test, args.seed)

@@ -137,3 +137,11 @@ def test_bad_schedules_are_refused_with_one_clear_line(options, message):
     settings.update(options)
     with pytest.raises(ValueError, match=message):
         ProgressiveSchedule(**settings)
+
+
+@pytest.mark.parametrize("scales", [[], [0], [12.5], [True]])
+def test_dense_evaluation_refuses_scales_that_are_not_whole_positive_sides(scales):
+    dense = convolutionize(small_classifier(), (1, 12, 12))
+    with pytest.raises(ValueError, match=r"expected one or more scales Q \(the shorter side, "
+                                         r"whole pixels >= 1\), got"):
+        dense_predict(dense, np.zeros((1, 1, 12, 12)), scales)
