@@ -254,12 +254,19 @@ class ProgressiveLearning(Callback):
 
     # ------------------------------------------------------------------ before training
     def on_fit_start(self, loop):
+        self.prepare(loop.model, loop.train_loader, loop.epochs)
+        if self.log is None:
+            self.log = getattr(loop, "log", None)
+
+    def prepare(self, model, train_loader, epochs):
+        """Check the schedule against the run and find what it sets: ValueError, one line,
+        for anything it cannot do. ``on_fit_start`` calls it; a command line may call it
+        first, to report a bad setting as the user's error before the run begins."""
         if self.ranges is not None:
-            self.schedule = ProgressiveSchedule(loop.epochs, **self.ranges)
-        if self.schedule.epochs != loop.epochs:
+            self.schedule = ProgressiveSchedule(epochs, **self.ranges)
+        if self.schedule.epochs != epochs:
             raise ValueError(f"progressive learning: expected a schedule of the run's "
-                             f"{loop.epochs} epochs, got one of {self.schedule.epochs}")
-        model = loop.model
+                             f"{epochs} epochs, got one of {self.schedule.epochs}")
         in_channels = _in_channels(model)
         for stage in self.schedule:
             reason = size_refused(model, stage.image_size, in_channels)
@@ -268,7 +275,7 @@ class ProgressiveLearning(Callback):
                                  f"{stage.image_size}x{stage.image_size}, which the network "
                                  f"cannot take: {reason}")
         self.dropouts = [m for m in model.modules() if type(m) is nn.Dropout]
-        self.randaugments = [t for t in _pipeline_transforms(loop.train_loader)
+        self.randaugments = [t for t in _pipeline_transforms(train_loader)
                              if isinstance(t, augment.RandAugment)]
         high = self.schedule.dropout[1]
         if high > 0 and not self.dropouts:
@@ -277,10 +284,9 @@ class ProgressiveLearning(Callback):
         if self.schedule.randaugment[1] > 0 and not self.randaugments:
             raise ValueError("progressive learning: the RandAugment magnitude rises to "
                              f"{self.schedule.randaugment[1]:g} but the training pipeline has "
-                             "no RandAugment transform to set (add one: --randaugment N,M)")
+                             "no RandAugment transform to set (add one before normalising; on the "
+                             "command line: --randaugment N,M)")
         self.classes = _classes(model) if self.schedule.mixup[1] > 0 else None
-        if self.log is None:
-            self.log = getattr(loop, "log", None)
 
     # ------------------------------------------------------------------ during training
     def on_epoch_start(self, loop, epoch):
