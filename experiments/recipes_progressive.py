@@ -1,7 +1,8 @@
 """EfficientNetV2-S: progressive learning against fixed-size training at the final size.
 
     python -m experiments.recipes_progressive --dataset mnist --out runs/progressive-mnist.json
-    python -m experiments.recipes_progressive --dataset cluttered --out runs/progressive-cluttered.json
+    python -m experiments.recipes_progressive --dataset cluttered \
+        --out runs/progressive-cluttered.json
 
 Both arms start from the same initial weights, see the same images in the same order
 (one loader, one seed), train the same number of epochs with the same optimizer and are

@@ -71,9 +71,9 @@ class ProgressiveSchedule:
     """Image size and regularisation per stage, for ``epochs`` epochs in ``stages`` stages.
 
     ``image_size`` is a (min, max) pair of pixels; sizes are rounded down to a multiple of
-    ``size_multiple`` (rounded down: the network's total stride, 32 for EfficientNetV2, so every stage's
-    feature maps tile evenly) and must stay at least ``min_size`` (the smallest input the
-    network accepts). ``dropout`` in [0, 1), ``randaugment`` magnitude in [0, 30] and
+    ``size_multiple`` (e.g. the network's total stride, 32 for EfficientNetV2, so that
+    every stage's feature maps tile evenly) and must stay at least ``min_size`` (the
+    smallest input the network accepts). ``dropout`` in [0, 1), ``randaugment`` magnitude in [0, 30] and
     ``mixup`` α ≥ 0 (0: no mixup) are (min, max) pairs. Epochs are shared out as evenly as
     possible, earlier stages taking the remainder.
     """

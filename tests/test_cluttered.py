@@ -46,7 +46,8 @@ def test_every_digit_is_pasted_whole_over_a_textured_background():
 
 
 def test_a_canvas_too_small_or_an_unknown_split_is_refused():
-    with pytest.raises(ValueError, match="expected a canvas of at least 30 px for 28x28 digits, got 29"):
+    with pytest.raises(ValueError, match="expected a canvas of at least 30 px for 28x28 "
+                                         "digits, got 29"):
         clutter(digits(2), np.random.default_rng(0), canvas=29)
     with pytest.raises(ValueError, match="expected split 'train' or 'test', got 'val'"):
         cluttered_mnist(split(), "val")
