@@ -79,6 +79,10 @@ def main(argv=None):
     parser.add_argument("--dropout", type=float, nargs=2, default=(0.1, 0.3))
     parser.add_argument("--magnitude", type=float, nargs=2, default=(5 / 3, 5))
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--bn-momentum", type=float, default=0.01,
+                        help="batch norm's weight of the new statistics (the paper's 0.01 "
+                             "needs thousands of steps before the running statistics that "
+                             "evaluation uses are the trained ones)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args(argv)
@@ -103,7 +107,8 @@ def main(argv=None):
     }
     arms = {}
     for name, schedule in schedules.items():
-        model = architectures.create("efficientnet_v2_s", num_classes=10, in_channels=1)
+        model = architectures.create("efficientnet_v2_s", num_classes=10, in_channels=1,
+                                     bn_momentum=args.bn_momentum)
         arms[name] = dict(loop=Loop(model, optim.Adam(model.parameters(), lr=args.lr),
                                     train_loader, test_loader, args.epochs),
                           callback=ProgressiveLearning(schedule, seed=args.seed, log=print),
