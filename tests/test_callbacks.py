@@ -19,20 +19,22 @@ QUIET = {"progress": False, "log": lambda line: None}
 
 
 class Recorder(Callback):
+    """Writes down the name of every hook fit calls."""
+    HOOKS = ("on_fit_start", "on_epoch_start", "after_backward", "on_batch_end",
+             "on_train_epoch_end", "before_evaluate", "after_evaluate", "on_epoch_end",
+             "on_fit_end")
+
     def __init__(self):
         self.calls = []
 
-    def __getattribute__(self, name):
-        hooks = ("on_fit_start", "on_epoch_start", "after_backward", "on_batch_end",
-                 "on_train_epoch_end", "before_evaluate", "after_evaluate", "on_epoch_end",
-                 "on_fit_end")
-        if name in hooks:
-            calls = object.__getattribute__(self, "calls")
-            return lambda loop, *arguments: calls.append(name)
-        if name == "on_batch":
-            calls = object.__getattribute__(self, "calls")
-            return lambda loop, images, labels: (calls.append(name), (images, labels))[1]
-        return object.__getattribute__(self, name)
+    def on_batch(self, loop, images, labels):
+        self.calls.append("on_batch")
+        return images, labels
+
+
+for _hook in Recorder.HOOKS:
+    setattr(Recorder, _hook,
+            lambda self, loop, *arguments, hook=_hook: self.calls.append(hook))
 
 
 def test_hooks_fire_in_the_documented_order():

@@ -214,7 +214,7 @@ def test_a_killed_rank_without_launcher_cleanup_times_out_clearly():
 # ----------------------------------------------------------------------------- the command line
 
 def _cli_has_distributed():
-    with open(os.path.join(ROOT, "minicnn", "cli.py"), encoding="utf-8") as source:
+    with open(os.path.join(ROOT, "minicnn", "cli", "parser.py"), encoding="utf-8") as source:
         return '"--distributed"' in source.read()
 
 

@@ -204,8 +204,11 @@ def training_pipeline(meta, settings, train_set):
     from minicnn.data.transforms import Compose, Normalize, PadTo, Resize
     steps = list(make_pipeline(meta, settings["augment"]).transforms)
     normalise = next(i for i, step in enumerate(steps) if isinstance(step, Normalize))
-    if settings["randaugment"]:
-        operations, magnitude = settings["randaugment"]
+    randaugment = settings["randaugment"]
+    if settings["progressive"] and not randaugment:   # its stages set the magnitude
+        randaugment = (PROGRESSIVE_RANDAUGMENT_OPERATIONS, 0)
+    if randaugment:
+        operations, magnitude = randaugment
         steps.insert(normalise, RandAugment(int(operations), magnitude))
         normalise += 1
     after = []
@@ -259,6 +262,9 @@ def training_callbacks(settings, num_classes):
 
 
 PROGRESSIVE_FAMILIES = ("efficientnet_v2",)
+# RandAugment's number of operations under --progressive without --randaugment: the
+# paper's stages give the magnitude only, and 2 is RandAugment's own default
+PROGRESSIVE_RANDAUGMENT_OPERATIONS = 2
 
 
 def progressive_schedule(settings, architecture, input_size):
@@ -284,7 +290,13 @@ def progressive_callbacks(run):
         return []
     from minicnn import progressive
     schedule = progressive_schedule(run.settings, run.architecture, run.input_size)
-    if not hasattr(progressive, "ProgressiveLearning"):   # the hook: engineer `recipes` adds it
+    if not hasattr(progressive, "ProgressiveLearning"):
         raise CliError("--progressive: this minicnn has the stage schedule but not the "
                        "training callback (minicnn.progressive.ProgressiveLearning)")
-    return [progressive.ProgressiveLearning(schedule)]
+    learning = progressive.ProgressiveLearning(schedule, seed=run.settings["seed"])
+    try:     # what the callback would refuse at the start of fit, as the user's error now
+        learning.prepare(run.model, run.train_loader, run.settings["epochs"])
+    except ValueError as error:
+        raise CliError(f"--progressive {run.settings['progressive']}: "
+                       f"{str(error).splitlines()[0]}") from None
+    return [learning]

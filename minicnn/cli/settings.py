@@ -183,6 +183,7 @@ CONFLICTS = (
     ("weights", "resume", "--weights starts from pretrained weights, --resume continues a "
                           "run"),
     ("weights", "finetune", "give one set of starting weights"),
+    ("mixup", "progressive", "the stages of --progressive set mixup's α themselves"),
 )
 
 
