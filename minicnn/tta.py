@@ -74,8 +74,12 @@ def dense_predict(fully_convolutional, images, scales, flip=True):
     side is Q, the score map (N, K, H', W') is averaged over its cells, and the soft-max of
     that average is taken; the probabilities of every scale (and mirror) are averaged.
     """
-    if not scales:
-        raise ValueError("dense_predict: give at least one scale")
+    if images.ndim != 4:
+        raise ValueError(f"dense_predict: expected a batch (N, C, H, W), got {images.shape}")
+    if not scales or any(isinstance(q, bool) or not isinstance(q, (int, np.integer)) or q < 1
+                         for q in scales):
+        raise ValueError(f"dense_predict: expected one or more scales Q (the shorter side, "
+                         f"whole pixels >= 1), got {scales!r}")
     fully_convolutional.eval()
     height, width = images.shape[2:]
     total, views = 0.0, 0

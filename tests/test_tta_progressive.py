@@ -129,7 +129,7 @@ def test_table6_settings_build_schedules_for_every_efficientnet_v2():
      "first stage's image size 0 .* below the network's minimum 32"),
     (dict(dropout=(0.1, 1.5)), "dropout must lie in"),
     (dict(randaugment=(5, 40)), "randaugment magnitude must lie in"),
-    (dict(mixup=(-0.1, 0.2)), "mixup alpha must lie in"),
+    (dict(mixup=(-0.1, 0.2)), "mixup alpha must be at least 0"),
     (dict(mixup=(0, float("nan"))), "mixup alpha must be finite"),
 ])
 def test_bad_schedules_are_refused_with_one_clear_line(options, message):
@@ -137,3 +137,11 @@ def test_bad_schedules_are_refused_with_one_clear_line(options, message):
     settings.update(options)
     with pytest.raises(ValueError, match=message):
         ProgressiveSchedule(**settings)
+
+
+@pytest.mark.parametrize("scales", [[], [0], [12.5], [True]])
+def test_dense_evaluation_refuses_scales_that_are_not_whole_positive_sides(scales):
+    dense = convolutionize(small_classifier(), (1, 12, 12))
+    with pytest.raises(ValueError, match=r"expected one or more scales Q \(the shorter side, "
+                                         r"whole pixels >= 1\), got"):
+        dense_predict(dense, np.zeros((1, 1, 12, 12)), scales)

@@ -1,0 +1,151 @@
+"""EfficientNetV2-S: progressive learning against fixed-size training at the final size.
+
+    python -m experiments.recipes_progressive --dataset mnist --out runs/progressive-mnist.json
+    python -m experiments.recipes_progressive --dataset cluttered \
+        --out runs/progressive-cluttered.json
+
+Both arms start from the same initial weights, see the same images in the same order
+(one loader, one seed), train the same number of epochs with the same optimizer and are
+evaluated on the same test images at the final size. They differ only in what the paper
+changes: the progressive arm trains in stages whose image size, dropout and RandAugment
+magnitude rise together from a minimum to a maximum (``minicnn.progressive``); the fixed
+arm trains every epoch at the final stage's size and regularisation.
+
+The arms are *interleaved* epoch by epoch in this one process (fixed epoch 1,
+progressive epoch 1, fixed epoch 2, ...), so that whatever else loads the machine
+loads both alike; each arm's wall time and process CPU time are summed over its own
+training epochs.
+"""
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+import architectures
+from minicnn import optim
+from minicnn.data import DataLoader, mnist_datasets
+from minicnn.data.augment import RandAugment
+from minicnn.data.cluttered import cluttered_mnist
+from minicnn.data.transforms import Compose, pipeline
+from minicnn.files import atomic_write
+from minicnn.progressive import ProgressiveLearning, ProgressiveSchedule
+from minicnn.tensor import Tensor
+from minicnn.train import evaluate, train_step
+
+
+class Loop:
+    """The attributes a callback reads (the subset of minicnn.train's loop used here)."""
+
+    def __init__(self, model, optimizer, train_loader, test_loader, epochs):
+        self.model, self.optimizer = model, optimizer
+        self.train_loader, self.test_loader, self.epochs = train_loader, test_loader, epochs
+        self.schedule, self.history, self.device = None, [], "cpu"
+        self.epoch = self.batch = 0
+
+
+def train_one_epoch(loop, callback, epoch):
+    """One epoch of ``loop`` with ``callback``'s hooks; returns (wall s, CPU s, loss)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    loop.epoch = epoch
+    callback.on_epoch_start(loop, epoch)
+    loop.model.train()
+    losses = []
+    for loop.batch, (images, labels) in enumerate(loop.train_loader.batches(epoch)):
+        images, labels = callback.on_batch(loop, images, labels)
+        loss, _ = train_step(loop.model, loop.optimizer, Tensor(images), labels)
+        losses.append(loss)
+    return time.perf_counter() - wall, time.process_time() - cpu, float(np.mean(losses))
+
+
+def datasets(name, train_count, test_count, seed):
+    train, test = mnist_datasets()
+    train, test = train.subset(train_count, seed), test.subset(test_count, seed)
+    if name == "cluttered":
+        train, test = cluttered_mnist(train, "train", seed), cluttered_mnist(test, "test", seed)
+    return train, test
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", choices=("mnist", "cluttered"), default="mnist")
+    parser.add_argument("--train", type=int, default=1024, help="training images (a subset)")
+    parser.add_argument("--test", type=int, default=1000, help="test images (a subset)")
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--stages", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--sizes", type=int, nargs=2, default=(16, 32), metavar=("MIN", "MAX"))
+    parser.add_argument("--dropout", type=float, nargs=2, default=(0.1, 0.3))
+    parser.add_argument("--magnitude", type=float, nargs=2, default=(5 / 3, 5))
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--bn-momentum", type=float, default=0.01,
+                        help="batch norm's weight of the new statistics (the paper's 0.01 "
+                             "needs thousands of steps before the running statistics that "
+                             "evaluation uses are the trained ones)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+
+    train, test = datasets(args.dataset, args.train, args.test, args.seed)
+    mean, std = train.channel_statistics()
+    final = args.sizes[1]
+    to_network = pipeline(train.images.shape[2], 1, final, 1, mean, std)
+    randaugment = RandAugment(num_ops=2, magnitude=args.magnitude[0])
+    train_loader = DataLoader(train, args.batch_size, shuffle=True, drop_last=True,
+                              transform=Compose([randaugment] + to_network.transforms),
+                              seed=args.seed)
+    test_loader = DataLoader(test, 250, transform=to_network)
+
+    regularisation = dict(dropout=tuple(args.dropout), randaugment=tuple(args.magnitude))
+    schedules = {
+        "fixed": ProgressiveSchedule(args.epochs, 1, (final, final),
+                                     dropout=(args.dropout[1],) * 2,
+                                     randaugment=(args.magnitude[1],) * 2),
+        "progressive": ProgressiveSchedule(args.epochs, args.stages, tuple(args.sizes),
+                                           size_multiple=4, **regularisation),
+    }
+    arms = {}
+    for name, schedule in schedules.items():
+        model = architectures.create("efficientnet_v2_s", num_classes=10, in_channels=1,
+                                     bn_momentum=args.bn_momentum)
+        arms[name] = dict(loop=Loop(model, optim.Adam(model.parameters(), lr=args.lr),
+                                    train_loader, test_loader, args.epochs),
+                          callback=ProgressiveLearning(schedule, seed=args.seed, log=print),
+                          wall_s=0.0, cpu_s=0.0, epochs=[])
+    initial = arms["fixed"]["loop"].model.state_dict()
+    arms["progressive"]["loop"].model.load_state_dict(initial)      # the same start
+    for arm in arms.values():
+        arm["callback"].on_fit_start(arm["loop"])
+
+    print(f"{args.dataset}: {len(train)} training and {len(test)} test images of "
+          f"{train.images.shape[1:]}, batch {args.batch_size}, {args.epochs} epochs")
+    for epoch in range(args.epochs):
+        for name, arm in arms.items():
+            # the two arms share the RandAugment transform: each sets its magnitude first
+            wall, cpu, loss = train_one_epoch(arm["loop"], arm["callback"], epoch)
+            arm["wall_s"] += wall
+            arm["cpu_s"] += cpu
+            arm["epochs"].append(dict(epoch=epoch + 1, size=arm["callback"].stage.image_size,
+                                      dropout=arm["callback"].stage.dropout,
+                                      magnitude=arm["callback"].stage.randaugment,
+                                      loss=loss, wall_s=wall, cpu_s=cpu))
+            print(f"  {name:<12} epoch {epoch + 1}  size {arm['callback'].stage.image_size:>3}"
+                  f"  loss {loss:.4f}  {wall:7.1f} s wall  {cpu:7.1f} s CPU", flush=True)
+
+    results = dict(vars(args), dataset_shape=list(train.images.shape[1:]), arms={})
+    for name, arm in arms.items():
+        metrics = evaluate(arm["loop"].model, test_loader)
+        results["arms"][name] = dict(test_accuracy=metrics["accuracy"],
+                                     test_loss=metrics["loss"], wall_s=arm["wall_s"],
+                                     cpu_s=arm["cpu_s"], epochs=arm["epochs"])
+        print(f"{name:<12} test accuracy {100 * metrics['accuracy']:.2f}%  "
+              f"training {arm['wall_s']:.1f} s wall, {arm['cpu_s']:.1f} s CPU")
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        atomic_write(args.out, lambda f: f.write(json.dumps(results, indent=1).encode()))
+    return results
+
+
+if __name__ == "__main__":
+    main()
