@@ -200,7 +200,10 @@ def train(family, architecture, dataset, settings, args, state, started, save, n
     that could still refuse the run (data, --finetune, --weights) has been read, so a
     refused run prints only its error."""
     run = Run(family, architecture, dataset, settings, args, state)
+    compiling = start_compiling(run)
     load_data(run)
+    if compiling is not None:   # joined before anything else runs a network (summaries
+        compiling.join()        # trace through global hooks a second thread would feed)
     build_network(run)
     make_loaders(run)
     make_optimizer_and_schedule(run)
@@ -208,6 +211,23 @@ def train(family, architecture, dataset, settings, args, state, started, save, n
     history = run_fit(run, save)
     report(run, history, started, save)
     return history
+
+
+# the channels of the built-in data sets, known before they load
+DATASET_CHANNELS = {"mnist": 1, "cifar10": 3}
+
+
+def start_compiling(run):
+    """Compile the network's CPU kernels in a background thread while its data loads
+    (``minicnn.kernels.warm_up``): on an empty Numba cache the first step would otherwise
+    wait for them. Returns the thread, or None where the input is not known in advance."""
+    channels = DATASET_CHANNELS.get(run.dataset)
+    if channels is None or run.settings["device"] != "cpu":
+        return None
+    import architectures
+    from minicnn.kernels import warm_up
+    return warm_up(lambda: architectures.create(run.architecture, in_channels=channels),
+                   (channels, int(run.input_size), int(run.input_size)))
 
 
 def load_data(run):

@@ -362,6 +362,8 @@ def recipe_settings(recipe, epochs, batch_size):
         settings["optimizer_options"] = {"rmsprop": {
             k: values[f"rmsprop_{v}"] for k, v in (("alpha", "decay"), ("eps", "eps"))
             if f"rmsprop_{v}" in values}}
+    if values.get("nesterov"):
+        settings["optimizer_options"] = {"sgd": {"nesterov": True}}
     for paper_key, key in (("clip_grad_norm", "clip_grad"), ("bn_momentum", "bn_momentum"),
                            ("ema_decay", "ema")):
         if values.get(paper_key):
