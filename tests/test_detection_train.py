@@ -64,7 +64,7 @@ def offline_mnist(monkeypatch):
     monkeypatch.setattr(minicnn.data.mnist, "load_mnist", lambda data_dir=None: fake_mnist())
 
 
-def build_tiny(variant, num_classes, in_channels):
+def build_tiny(variant, num_classes, in_channels, **options):
     return TinyDetector(num_classes, in_channels)
 
 
@@ -126,7 +126,7 @@ def test_train_checkpoint_interrupt_resume_evaluate_plot_predict(tmp_path, offli
     assert (tmp_path / "canvas.detections.png").exists()
 
 
-def _interrupting(variant, num_classes, in_channels):
+def _interrupting(variant, num_classes, in_channels, **options):
     model = TinyDetector(num_classes, in_channels)
     model.interrupt_after_calls = 5      # 3 batches make an epoch: epoch 2, batch 2
     return model
@@ -184,3 +184,34 @@ def test_batch_norm_recalibration_averages_the_batch_statistics():
     # each batch: variance 0.25 over 2·16 values, unbiased ×32/31 as PyTorch keeps it
     assert model.norm.running_var.item() == pytest.approx(0.25 * 32 / 31)
     assert model.norm.momentum == 0.01
+
+
+def _settings_for(argv, saved=None):
+    args = detection_train.build_parser("test", ["tiny"], "tiny").parse_args(argv)
+    return detection_train._settings(args, saved, args.train)
+
+
+def test_mnist_detection_trains_with_its_recipe_and_user_data_with_the_network_as_published():
+    recipe = _settings_for(["--train", "mnist-detection"])
+    assert recipe["anchor_scale"] == 3.0 and recipe["drop_path_rate"] == 0.0
+    published = _settings_for(["--train", "coco-json:instances.json"])
+    assert published["anchor_scale"] is None and published["drop_path_rate"] is None
+    assert _settings_for(["--train", "mnist-detection", "--anchor-scale", "4"])[
+        "anchor_scale"] == 4.0
+    # a resumed run keeps the settings it was trained with
+    resumed = _settings_for([], saved={"anchor_scale": 2.5, "epochs": 3})
+    assert resumed["anchor_scale"] == 2.5 and resumed["epochs"] == 3
+
+
+def test_a_time_budget_drives_the_schedule_when_the_clock_is_ahead_of_the_steps():
+    from minicnn.train import make_optimizer, make_schedule
+    weight = nn.Parameter(np.zeros(1, np.float32))
+    optimizer = make_optimizer("adamw", [weight], 1.0, 0.9, 0.0)
+    schedule = make_schedule("cosine", optimizer, epochs=1, steps_per_epoch=100)
+    detection_train.follow_the_clock(schedule, 0.5, total_steps=100)   # half the time: half-way
+    assert schedule.step_count == 50
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5)     # cos(π/2) halfway down
+    detection_train.follow_the_clock(schedule, 0.2, total_steps=100)   # steps ahead: no change
+    assert schedule.step_count == 50
+    detection_train.follow_the_clock(schedule, 1.3, total_steps=100)   # never past the end
+    assert schedule.step_count == 100 and optimizer.param_groups[0]["lr"] == pytest.approx(0.0)

@@ -330,3 +330,43 @@ def test_bad_settings_are_refused():
         efficientdet.efficientdet_d0(bifpn_widht=16)
     with pytest.raises(ValueError, match=r"expected a 4-D"):
         small_d0()(Tensor(np.zeros((3, 128, 128), np.float32)))
+
+
+@pytest.mark.slow
+def test_d0_learns_a_handful_of_mnist_detection_canvases():
+    """Is the whole path learning at all? D0 with the mnist-detection recipe's anchors and
+    no stochastic depth fits 8 canvases of real MNIST digits in 90 steps: every piece
+    (anchor coding vs matching, focal-loss normalisation, class prior, batch norm between
+    train and eval, pooling and upsampling gradients, post-processing, the COCO mAP) has
+    to be right for the mAP on those canvases to approach 1 (measured: mAP 0.92,
+    mAP50 0.98)."""
+    from minicnn.detection.anchors import generate_anchors
+    from minicnn.detection.losses import detection_loss
+    from minicnn.detection.train import (MNIST_DETECTION_RECIPE, DetectionBatches,
+                                         evaluate_detector, load_dataset, model_outputs,
+                                         recalibrate_batch_norm)
+    from minicnn.nn.init import manual_seed
+    from minicnn.optim import clip_grad_norm_
+    from minicnn.train import make_optimizer
+    from minicnn.data import DatasetError
+    try:
+        canvases = load_dataset("mnist-detection", "train", 128, count=8)
+    except DatasetError as error:       # MNIST not on this machine and no network
+        pytest.skip(f"MNIST unavailable: {error}")
+    manual_seed(0)
+    model = architectures.create("efficientdet_d0", num_classes=10, in_channels=1,
+                                 drop_path_rate=0.0)
+    anchors = generate_anchors(128, anchor_scale=MNIST_DETECTION_RECIPE["anchor_scale"])
+    batches = DetectionBatches(canvases, np.arange(8), 128, 8, anchors)
+    optimizer = make_optimizer("adamw", model.parameters(), 2e-3, 0.9, 1e-4)
+    for step in range(90):
+        images, classes, box_targets = next(batches.batches(step))
+        class_logits, box_deltas = model_outputs(model, Tensor(images))
+        loss, _, _ = detection_loss(class_logits, box_deltas, classes, box_targets)
+        optimizer.zero_grad()
+        loss.backward()
+        clip_grad_norm_(list(model.parameters()), 10.0)
+        optimizer.step()
+    recalibrate_batch_norm(model, batches, 0, 1)
+    figures = evaluate_detector(model, batches, np.arange(8), 0.05, "cpu")
+    assert figures["mAP50"] >= 0.9 and figures["mAP"] >= 0.75, figures
