@@ -169,8 +169,7 @@ def test_batch_norm_recalibration_averages_the_batch_statistics():
             return x.reshape(len(x), -1, 1), x.reshape(len(x), -1, 4)
 
     class Images:
-        """Three batches of two constant images: 1 and 2, 3 and 4, 5 and 6."""
-        batch_size = 2
+        """Six constant images, 1 to 6: in batches of two, 1 and 2, 3 and 4, 5 and 6."""
 
         def order(self, epoch):
             return np.arange(6)
@@ -179,7 +178,7 @@ def test_batch_norm_recalibration_averages_the_batch_statistics():
             return np.stack([np.full((1, 4, 4), i + 1.0, np.float32) for i in indices]), None
 
     model = Probe()
-    detection_train.recalibrate_batch_norm(model, Images(), 0, count=3)
+    detection_train.recalibrate_batch_norm(model, Images(), 0, count=3, batch_size=2)
     assert model.norm.running_mean.item() == pytest.approx(3.5)    # mean of 1.5, 3.5, 5.5
     # each batch: variance 0.25 over 2·16 values, unbiased ×32/31 as PyTorch keeps it
     assert model.norm.running_var.item() == pytest.approx(0.25 * 32 / 31)
