@@ -34,7 +34,8 @@ The duties of minicnn's command line, as ``minicnn.train`` does them for classif
   ``--max-minutes`` does the same when the training time is spent, then evaluates — and
   until then the learning-rate schedule keeps pace with the clock (``follow_the_clock``);
 * at each epoch's end the batch-norm statistics are recomputed over ``--bn-batches``
-  batches of 64 training images (``recalibrate_batch_norm`` says why), then the test mAP is measured;
+  batches of 64 training images (``recalibrate_batch_norm`` says why), then the test mAP
+  is measured;
 * ``--evaluate`` writes ``ground_truth.json`` and ``detections.json`` (COCO format) beside
   the checkpoint and prints the mAP figures computed from exactly those files;
 * ``--plot DIR``: loss and mAP curves and test images with predicted boxes;
@@ -527,7 +528,8 @@ def build_parser(program, variants, default_variant):
             ("--test-count", int, "mnist-detection: test canvases"),
             ("--eval-every", int, "evaluate mAP every N epochs (and after the last)"),
             ("--bn-batches", int, "at each epoch's end, recompute batch-norm statistics "
-                                  "over N batches of 64 training images (0: keep the running ones)"),
+                                  "over N batches of 64 training images (0: keep the "
+                                  "running ones)"),
             ("--score-threshold", float, "detections below this score are dropped"),
             ("--anchor-scale", float, "anchor side at octave 0 in strides (the official "
                                       "anchor_scale)"),
