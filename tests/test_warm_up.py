@@ -1,11 +1,12 @@
-"""minicnn.kernels.warm_up: compiles a network's kernels in a background thread and leaves
+"""minicnn.warm.warm_up: compiles a network's kernels in a background thread and leaves
 the caller's state (weights, random streams, modes) exactly as it was."""
 import numpy as np
 import pytest
 
 import architectures
 from minicnn import nn
-from minicnn.kernels import direct, im2col, pool, warm_up
+from minicnn.kernels import direct, im2col, pool
+from minicnn.warm import warm_up
 
 
 def _lenet():

@@ -219,13 +219,13 @@ DATASET_CHANNELS = {"mnist": 1, "cifar10": 3}
 
 def start_compiling(run):
     """Compile the network's CPU kernels in a background thread while its data loads
-    (``minicnn.kernels.warm_up``): on an empty Numba cache the first step would otherwise
+    (``minicnn.warm.warm_up``): on an empty Numba cache the first step would otherwise
     wait for them. Returns the thread, or None where the input is not known in advance."""
     channels = DATASET_CHANNELS.get(run.dataset)
     if channels is None or run.settings["device"] != "cpu":
         return None
     import architectures
-    from minicnn.kernels import warm_up
+    from minicnn.warm import warm_up
     return warm_up(lambda: architectures.create(run.architecture, in_channels=channels),
                    (channels, int(run.input_size), int(run.input_size)))
 

@@ -46,9 +46,3 @@ def output_size(size, kernel, stride, padding, dilation=1, ceil_mode=False):
         return out
     return span // stride + 1
 
-
-def warm_up(network, input_shape, dtype=None):
-    """Compile ``network``'s CPU kernels in a background thread (see kernels/warm.py)."""
-    import numpy as np
-    from minicnn.kernels.warm import warm_up as start
-    return start(network, input_shape, np.float32 if dtype is None else dtype)
