@@ -126,6 +126,8 @@ class NumberPair:
                 and self.first.contains(value[0]) and self.second.contains(value[1])
                 and not (self.ordered and value[0] > value[1]))
 
+    check = NumberRange.check     # a value from a checkpoint or a recipe, checked alike
+
     def __call__(self, text):
         parts = text.split(",")
         try:
@@ -135,11 +137,6 @@ class NumberPair:
         if value is None or not self.contains(value):
             raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {text!r}")
         return value
-
-    def check(self, value, key, source):
-        if not self.contains(value):
-            raise CliError(f"--{key.replace('_', '-')} {value!r} from {source}: expected "
-                           f"{self.describe()}")
 
 
 RANGES = {
