@@ -9,6 +9,7 @@
 pytest plugin applies ``--hypothesis-profile`` on top of this choice.
 """
 import os
+import signal
 
 from hypothesis import HealthCheck, settings
 
@@ -35,3 +36,13 @@ def _seeded_generators():
     from minicnn.nn.init import manual_seed as seed_init
     seed_init(0)
     seed_dropout(0)
+
+
+@pytest.fixture
+def terminal_sigint():
+    """SIGINT as Python in a terminal has it (``default_int_handler``), whatever the test
+    runner started with (a job started in the background has SIGINT ignored); the tests of
+    Ctrl-C check that training puts exactly this handler back. Restored afterwards."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)

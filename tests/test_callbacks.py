@@ -62,7 +62,7 @@ def test_a_callback_can_stop_the_run_with_a_checkpoint(tmp_path):
     assert (progress["epoch"], progress["batch"]) == (0, 2)
 
 
-def test_on_fit_end_runs_after_an_exception():
+def test_on_fit_end_runs_after_an_exception(terminal_sigint):
     class Boom(Callback):
         def on_batch_end(self, loop, epoch, batch, loss):
             raise RuntimeError("boom")

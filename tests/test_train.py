@@ -141,7 +141,7 @@ def test_non_finite_loss_stops_with_advice():
 
 # ----------------------------------------------------------------------------- nothing lost
 
-def test_resume_after_ctrl_c_is_bit_for_bit(tmp_path):
+def test_resume_after_ctrl_c_is_bit_for_bit(tmp_path, terminal_sigint):
     straight, history = uninterrupted(tmp_path)
 
     model, optimizer, schedule, train_loader, test_loader = setup()
@@ -182,7 +182,7 @@ def test_resume_at_an_epoch_boundary_matches(tmp_path):
     assert [r["epoch"] for r in resumed] == [1, 2, 3]
 
 
-def test_second_ctrl_c_quits_at_once(tmp_path):
+def test_second_ctrl_c_quits_at_once(tmp_path, terminal_sigint):
     model, optimizer, _, train_loader, _ = setup()
 
     def press_twice(epoch, batch, loss):
