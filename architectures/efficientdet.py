@@ -66,7 +66,7 @@ from collections import OrderedDict, namedtuple
 import numpy as np
 
 from minicnn import functional as F, nn
-from architectures import register
+from architectures import register_variant
 from architectures.efficientnet import COEFFICIENTS, build_efficientnet
 from minicnn.detection.losses import flatten_level_outputs
 
@@ -464,26 +464,23 @@ def anchor_order(levels, image_size, num_anchors=NUM_ANCHORS):
 
 
 # ----------------------------------------------------------------------------- named models
-def build_efficientdet(name, num_classes=90, in_channels=3, **options):
-    """EfficientDet-``name`` (a key of ``TABLE_1``). ``options`` may replace any ``Config``
+def build_efficientdet(phi, num_classes=90, in_channels=3, **options):
+    """EfficientDet-``phi`` (a key of ``TABLE_1``: "d0" … "d7x"). ``options`` may replace any ``Config``
     field (``max_level=5`` for small images, ``bifpn_width=16`` for a tiny test model) or
     set ``num_anchors``, ``bn_eps``, ``bn_momentum``, ``drop_path_rate``."""
     fields = {key: options.pop(key) for key in list(options) if key in Config._fields}
-    config = TABLE_1[name]._replace(**fields)
+    config = TABLE_1[phi]._replace(**fields)
     return EfficientDet(config, num_classes, in_channels, **options)
 
 
 def _variant(name):
     config = TABLE_1[name]
-
-    def constructor(num_classes=90, in_channels=3, **options):
-        return build_efficientdet(name, num_classes, in_channels, **options)
-    constructor.__name__ = constructor.__qualname__ = f"efficientdet_{name}"
-    constructor.__doc__ = (
+    return register_variant(
+        f"efficientdet_{name}", build_efficientdet, config.input_size, 3, 90,
         f"EfficientDet-{name.upper()}: EfficientNet-{config.backbone.upper()} backbone, "
         f"BiFPN {config.bifpn_depth} × {config.bifpn_width} channels, class/box depth "
-        f"{config.head_depth}, {config.input_size}×{config.input_size} input.")
-    return register(f"efficientdet_{name}", input_size=config.input_size)(constructor)
+        f"{config.head_depth}, {config.input_size}×{config.input_size} input.",
+        phi=name)
 
 
 efficientdet_d0 = _variant("d0")
