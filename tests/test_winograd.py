@@ -16,12 +16,15 @@ from tests.test_conv import conv2d_loops
 def winograd_everywhere(tile):
     """Every stride-1 3×3 convolution takes the Winograd path with F(tile×tile, 3×3).
     (A context manager, not monkeypatch: hypothesis tests run many examples per call.)"""
-    saved = conv_module.WINOGRAD_MIN_CHANNELS, conv_module.WINOGRAD_TILE
-    conv_module.WINOGRAD_MIN_CHANNELS, conv_module.WINOGRAD_TILE = 1, tile
+    names = ("WINOGRAD_MIN_CHANNELS", "WINOGRAD_TILE", "WINOGRAD_MAX_RATIO")
+    saved = [getattr(conv_module, name) for name in names]
+    for name, value in zip(names, (1, tile, float("inf"))):
+        setattr(conv_module, name, value)
     try:
         yield
     finally:
-        conv_module.WINOGRAD_MIN_CHANNELS, conv_module.WINOGRAD_TILE = saved
+        for name, value in zip(names, saved):
+            setattr(conv_module, name, value)
 
 
 @pytest.mark.parametrize("m", sorted(winograd.MATRICES))
@@ -171,3 +174,15 @@ def test_which_convolutions_take_the_winograd_path(channels, options, path):
     w = Tensor(np.zeros((channels, channels // options.get("groups", 1), 3, 3), np.float32),
                requires_grad=True)
     assert F.conv2d(x, w, **options).creator.path == path
+
+
+@pytest.mark.parametrize("side, path", [(2, "blocked"), (1, "blocked"), (3, "winograd"),
+                                        (4, "winograd"), (5, "winograd"), (7, "winograd")])
+def test_winograd_only_where_it_saves_multiplications(side, path):
+    """A 2×2 output still costs a whole 4×4 tile: as many multiplications as im2col."""
+    ratio = {1: 4.0, 2: 1.0, 3: 36 / 81, 4: 0.25, 5: 36 * 4 / (9 * 25), 7: 36 * 4 / (9 * 49)}
+    x = Tensor(np.zeros((2, 64, side, side), np.float32))
+    w = Tensor(np.zeros((64, 64, 3, 3), np.float32), requires_grad=True)
+    y = F.conv2d(x, w, padding=1)
+    assert y.creator.path == path
+    assert conv_module.Winograd.multiplications_ratio(y.creator.geometry) == pytest.approx(ratio[side])
