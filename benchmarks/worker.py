@@ -74,12 +74,21 @@ def training_loss(outputs, labels, cross_entropy):
     return cross_entropy(outputs, labels)
 
 
-def run_minicnn(args):
+class Workload:
+    """One row's network and data, ready to time: ``train_step()`` (forward, backward and
+    an SGD step on a fixed random batch), ``infer(model)`` (a forward under no_grad) and
+    ``synchronize()`` (waits for the GPU; nothing on the CPU)."""
+
+    def __init__(self, model, train_step, infer, synchronize):
+        self.model, self.train_step, self.infer = model, train_step, infer
+        self.synchronize = synchronize
+
+
+def minicnn_workload(args):
     import numpy as np
     import architectures
     from minicnn import Tensor, functional as F, no_grad
     from minicnn.backend import cupy_or_none, to_device
-    from minicnn.fold import fold_batchnorm
     from minicnn.optim import SGD
 
     model = architectures.create(args.model, num_classes=args.classes, in_channels=args.channels,
@@ -90,9 +99,7 @@ def run_minicnn(args):
     x = Tensor(to_device(images.astype(np.float32), args.device))
     labels = to_device(rng.integers(0, args.classes, args.batch), args.device)
     cupy = cupy_or_none() if args.device == "gpu" else None
-    synchronize = cupy.cuda.Device().synchronize if cupy else (lambda: None)
     optimizer = SGD(list(model.parameters()), lr=0.01, momentum=0.9)
-    baseline = _peak_rss_mb()
 
     def train_step():
         optimizer.zero_grad()
@@ -100,34 +107,51 @@ def run_minicnn(args):
         loss.backward()
         optimizer.step()
 
+    def infer(network):
+        with no_grad():
+            network(x)
+    return Workload(model, train_step, infer,
+                    cupy.cuda.Device().synchronize if cupy else (lambda: None))
+
+
+def deployed(model, args):
+    """What a user deploying the model runs: batch norms folded into the convolutions
+    before them (minicnn.fold, traced on the real data flow)."""
+    from minicnn.fold import fold_batchnorm
+    return fold_batchnorm(model, input_size=args.size, in_channels=args.channels)
+
+
+def run_minicnn(args):
+    work = minicnn_workload(args)
+    baseline = _peak_rss_mb()
     started = time.perf_counter()
-    model.train()
-    train_step()
-    synchronize()
+    work.model.train()
+    work.train_step()
+    work.synchronize()
     first_step = time.perf_counter() - started
-    train = _throughputs(train_step, args.batch, args.repeat, args.warmup, synchronize)
+    train = _throughputs(work.train_step, args.batch, args.repeat, args.warmup,
+                         work.synchronize)
     peak_train = _peak_rss_mb()
-    gpu_peak = cupy.get_default_memory_pool().total_bytes() / 2**20 if cupy else None
-    model.eval()
+    gpu_peak = None
+    if args.device == "gpu":
+        from minicnn.backend import cupy_or_none
+        gpu_peak = cupy_or_none().get_default_memory_pool().total_bytes() / 2**20
+    work.model.eval()
 
     def inference_of(network):
-        def infer():
-            with no_grad():
-                network(x)
-        return _throughputs(infer, args.batch, args.repeat, args.warmup, synchronize)
-    # What a user deploying the model runs: batch norms folded into the convolutions
-    # before them (minicnn.fold, traced on the real data flow). The model as trained,
-    # in eval mode, is timed too.
-    folded = fold_batchnorm(model, input_size=args.size, in_channels=args.channels)
+        return _throughputs(lambda: work.infer(network), args.batch, args.repeat,
+                            args.warmup, work.synchronize)
+    # The folded model (what a user deploys) and the model as trained, in eval mode.
+    folded = deployed(work.model, args)
     inference = inference_of(folded)
-    unfolded = inference_of(model)
-    return dict(params=model.num_parameters(), train=train, inference=inference,
+    unfolded = inference_of(work.model)
+    return dict(params=work.model.num_parameters(), train=train, inference=inference,
                 inference_unfolded=unfolded, folded_batchnorms=len(folded.folded_pairs),
                 first_step_seconds=first_step, baseline_rss_mb=baseline, peak_rss_mb=peak_train,
                 gpu_peak_mb=gpu_peak, device=args.device, blas=blas_libraries())
 
 
-def run_torch(args):
+def torch_workload(args):
     import torch
     from benchmarks.torch_models import BUILDERS
     torch.set_num_threads(args.threads)
@@ -138,31 +162,38 @@ def run_torch(args):
         assert args.model == "lenet5"
     x = torch.randn(args.batch, args.channels, args.size, args.size, device=device)
     labels = torch.randint(0, args.classes, (args.batch,), device=device)
-    synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
-    baseline = _peak_rss_mb()
 
     def train_step():
         optimizer.zero_grad()
         training_loss(model(x), labels, loss_fn).backward()
         optimizer.step()
 
-    started = time.perf_counter()
-    model.train()
-    train_step()
-    synchronize()
-    first_step = time.perf_counter() - started
-    train = _throughputs(train_step, args.batch, args.repeat, args.warmup, synchronize)
-    peak_train = _peak_rss_mb()
-    gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
-    model.eval()
-
-    def infer():
+    def infer(network):
         with torch.no_grad():
-            model(x)
-    inference = _throughputs(infer, args.batch, args.repeat, args.warmup, synchronize)
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            network(x)
+    return Workload(model, train_step, infer,
+                    torch.cuda.synchronize if device == "cuda" else (lambda: None))
+
+
+def run_torch(args):
+    import torch
+    work = torch_workload(args)
+    baseline = _peak_rss_mb()
+    started = time.perf_counter()
+    work.model.train()
+    work.train_step()
+    work.synchronize()
+    first_step = time.perf_counter() - started
+    train = _throughputs(work.train_step, args.batch, args.repeat, args.warmup,
+                         work.synchronize)
+    peak_train = _peak_rss_mb()
+    gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if args.device == "gpu" else None
+    work.model.eval()
+    inference = _throughputs(lambda: work.infer(work.model), args.batch, args.repeat,
+                             args.warmup, work.synchronize)
+    params = sum(p.numel() for p in work.model.parameters() if p.requires_grad)
     return dict(params=params, train=train, inference=inference, first_step_seconds=first_step,
                 baseline_rss_mb=baseline, peak_rss_mb=peak_train, gpu_peak_mb=gpu_peak,
                 device=args.device, version=torch.__version__, blas=blas_libraries(),

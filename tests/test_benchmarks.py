@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import architectures
 from benchmarks import run
@@ -66,3 +67,27 @@ def test_a_worker_run_reports_folded_and_unfolded_inference_and_its_blas():
     assert report["inference"]["median"] > 0 and report["inference_unfolded"]["median"] > 0
     assert report["folded_batchnorms"] == 0          # LeNet-5 has no batch norm
     assert report["blas"] is None or isinstance(report["blas"], list)
+
+
+def test_the_breakdown_names_each_operation_and_leaves_the_rest_to_python():
+    """No timing asserted: every Function of LeNet-5's training step is named (convolutions
+    by algorithm), and the parts add up to the instrumented step."""
+    command = [sys.executable, "-m", "benchmarks.breakdown", "lenet5", "--worker", "minicnn",
+               "--batch", "4", "--repeat", "2", "--warmup", "1", "--threads", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPOSITORY,
+                            env=run.thread_environment(1), timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    from benchmarks.breakdown import PYTHON_GLUE
+    times = dict(report["operations"])
+    assert {"Conv2d direct", "Conv2d direct backward", "Conv2d im2col", "Linear",
+            "Linear backward", "MaxPool2d", "MaxPool2d backward", "SGD step",
+            PYTHON_GLUE} <= set(times)
+    assert sum(times.values()) == pytest.approx(report["instrumented_step_ms"])
+    assert all(ms >= 0 for ms in times.values()) and report["step_ms"] > 0
+
+
+def test_the_breakdown_refuses_a_network_without_a_row():
+    from benchmarks.breakdown import main
+    with pytest.raises(SystemExit, match="no benchmark row is called 'lenet6'"):
+        main(["lenet6"])
