@@ -288,11 +288,16 @@ def _scatter_numba(tiles, P, step, top, left, TH, TW, image):
 # The kernels above take P as data: every tile runs loops over P's entries, tests them
 # against zero, and makes one pass over the channels per nonzero entry — a tile of
 # F(4×4, 3×3)'s input transform is ≈ 290 short passes. For the tile size the convolution
-# uses (WINOGRAD_TILE = 4 in functional/conv.py) the two forward transforms are written
-# out below: Bᵀ and Aᵀ's rows as the formulas they are, one pass over the channels per
-# row of a tile. On one core, a 64-channel 32×32 layer at batch 64 (ResNet-18's first
-# stage): input transform ≈ 18 → ≈ 4 ms, output transform ≈ 12 → ≈ 3 ms.
-# (The backward's adjoint transforms keep the general kernels.)
+# uses (WINOGRAD_TILE = 4 in functional/conv.py) three of the four transforms are written
+# out below, Bᵀ's, Aᵀ's and A's rows as the formulas they are: one pass over the channels
+# per row of a tile. The transforms are mostly memory traffic (36 planes written per
+# tile), so the gain is modest: one core, a block of 6 samples of 32×32×64 (the size
+# ``Winograd.blocks`` hands them): input 0.98 → 0.74 ms, output 0.49 → 0.26, output
+# adjoint 0.68 → 0.51; a whole 64-channel 32×32 layer at batch 64 (ResNet-18's first
+# stage), forward and backward: 131 → 121 ms; 16×16×128 and 8×8×256: 75 → 72, 60 → 58.
+# The fourth, the input adjoint (B gV Bᵀ, overlapping tiles added into the image), was
+# written out too and measured slower than the general kernel (0.78 → 0.83 ms on the
+# block above: it needs a padded image to add into), so it is not here.
 #
 #   Bᵀ rows (F(4, 3), MATRICES[4]):   Aᵀ rows:
 #     4·d0 − 5·d2 + d4                  m0 + m1 + m2 + m3 + m4
@@ -374,6 +379,42 @@ def _output_tiles_f4(M, y, first, last, TH, TW, k):
                         out[c] += value[c]
 
 
+@njit(nogil=True, cache=True)
+def _output_adjoint_tiles_f4(gy, gM, first, last, TH, TW, k):
+    """gM[6·a + b, t] = (A gY_t Aᵀ)[a, b] for the 4×4 tiles gY_t of ``gy`` (N, 4·TH, 4·TW,
+    CO), zero past the output, of rows first … last − 1. A's rows, on g = (g0, g1, g2, g3):
+    g0, g0 + g1 + g2 + g3, g0 − g1 + g2 − g3, g0 + 2g1 + 4g2 + 8g3, g0 − 2g1 + 4g2 − 8g3, g3."""
+    C = gy.shape[3]
+    two, four, eight = k[0], k[1], k[3]
+    r = np.empty((6, 4, C), dtype=gM.dtype)             # r = A gY, one tile
+    for row in range(first, last):
+        n, th = row // TH, row % TH
+        for tw in range(TW):
+            t = row * TW + tw
+            h0, w0 = 4 * th, 4 * tw
+            for j in range(4):                          # each column of gY
+                g0, g1 = gy[n, h0, w0 + j], gy[n, h0 + 1, w0 + j]
+                g2, g3 = gy[n, h0 + 2, w0 + j], gy[n, h0 + 3, w0 + j]
+                for c in range(C):
+                    r[0, j, c] = g0[c]
+                    r[1, j, c] = g0[c] + g1[c] + g2[c] + g3[c]
+                    r[2, j, c] = g0[c] - g1[c] + g2[c] - g3[c]
+                    r[3, j, c] = g0[c] + two * g1[c] + four * g2[c] + eight * g3[c]
+                    r[4, j, c] = g0[c] - two * g1[c] + four * g2[c] - eight * g3[c]
+                    r[5, j, c] = g3[c]
+            for a in range(6):                          # each row of r: gM[a, :] = A r[a, :]
+                e0, e1, e2, e3 = r[a, 0], r[a, 1], r[a, 2], r[a, 3]
+                m0, m1, m2 = gM[6 * a, t], gM[6 * a + 1, t], gM[6 * a + 2, t]
+                m3, m4, m5 = gM[6 * a + 3, t], gM[6 * a + 4, t], gM[6 * a + 5, t]
+                for c in range(C):
+                    m0[c] = e0[c]
+                    m1[c] = e0[c] + e1[c] + e2[c] + e3[c]
+                    m2[c] = e0[c] - e1[c] + e2[c] - e3[c]
+                    m3[c] = e0[c] + two * e1[c] + four * e2[c] + eight * e3[c]
+                    m4[c] = e0[c] - two * e1[c] + four * e2[c] - eight * e3[c]
+                    m5[c] = e3[c]
+
+
 def _constants(dtype):
     return np.array([2, 4, 5, 8], dtype=dtype)
 
@@ -397,6 +438,18 @@ def _output_transform_f4(M, tiling, out):
     over_blocks(lambda first, last: _output_tiles_f4(M, y, first, last, t.TH, t.TW, k),
                 t.N * t.TH, t.TW * 36 * 8 * M.shape[2])
     return y
+
+
+def _output_transform_adjoint_f4(gy, tiling):
+    t = tiling
+    padded = np.zeros((t.N, 4 * t.TH, 4 * t.TW, gy.shape[3]), dtype=gy.dtype)
+    padded[:, :t.OH, :t.OW] = gy
+    gM = np.empty((36, t.T, gy.shape[3]), dtype=gy.dtype)
+    k = _constants(gy.dtype)
+    over_blocks(lambda first, last: _output_adjoint_tiles_f4(padded, gM, first, last, t.TH,
+                                                             t.TW, k),
+                t.N * t.TH, t.TW * 36 * 8 * gy.shape[3])
+    return gM
 
 
 def input_transform_numba(x, tiling):
@@ -428,6 +481,8 @@ def output_transform_numba(M, tiling, out=None):
 
 def output_transform_adjoint_numba(gy, tiling):
     t = tiling
+    if t.m == 4:
+        return _output_transform_adjoint_f4(gy, t)
     gM = np.empty((t.alpha ** 2, t.T, gy.shape[3]), dtype=gy.dtype)
     _gather_numba(np.ascontiguousarray(gy), np.ascontiguousarray(t.AT.T), t.m, 0, 0, t.TH, t.TW, gM)
     return gM
