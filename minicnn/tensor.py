@@ -320,7 +320,8 @@ class Function:
 
     * ``forward(self, *arrays) -> array or tuple of arrays`` — hand whatever backward will
       need (inputs, masks, indices) to ``self.save_for_backward(...)``; settings given to
-      ``__init__`` (stride, axis) stay plain attributes;
+      ``__init__`` (stride, axis) stay plain attributes; ``self.records`` says whether a
+      backward can follow (False under ``no_grad`` or when no input needs a gradient);
     * ``backward(self, *grad_outputs) -> array or tuple of arrays`` — one gradient per
       input of ``forward`` (``None`` where an input needs none, e.g. integer labels).
 
@@ -328,14 +329,17 @@ class Function:
     body serves both devices. Keyword settings (stride, axis, ...) go to ``__init__``.
     """
     inputs = None
+    records = True        # (set by each call; True for a forward called directly)
 
     def __call__(self, *inputs):
         tensors = [as_tensor(x) for x in inputs]
         self.needs_input_grad = tuple(t.requires_grad for t in tensors)
+        # Whether backward can run: forward may skip what only backward needs (max
+        # pooling's argmax) when it cannot.
+        self.records = record = _grad_enabled and any(self.needs_input_grad)
         outputs = self.forward(*[t.data for t in tensors])
         single = not isinstance(outputs, tuple)
         outputs = (outputs,) if single else outputs
-        record = _grad_enabled and any(self.needs_input_grad)
         results = tuple(Tensor(y, requires_grad=record) for y in outputs)
         if record:
             self.inputs = [t if t.creator is None else Edge(t) for t in tensors]

@@ -178,7 +178,8 @@ def test_a_kernel_that_g_plus_plus_refuses_says_why(emulated):
 
 #: the registered kernels with a CUDA version, each checked below
 CHECKED_HERE = {"im2col", "col2im", "depthwise_forward", "depthwise_backward_input",
-                "depthwise_backward_weight", "max_pool_forward", "max_pool_backward",
+                "depthwise_backward_weight", "max_pool_forward", "max_pool_values",
+                "max_pool_backward",
                 "avg_pool_forward", "avg_pool_backward", "adam_step",
                 "batchnorm_channel_stats", "batchnorm_backward_sums", "batchnorm_scale_shift",
                 "batchnorm_scale_shift2"}
@@ -243,6 +244,7 @@ def test_max_pool_cuda_equals_reference(cupy, p, dtype):
     assert y.dtype == dtype and argmax.dtype == np.int32
     np.testing.assert_array_equal(y.get(), y_ref)
     np.testing.assert_array_equal(argmax.get(), arg_ref)
+    np.testing.assert_array_equal(pool.max_pool_values_cuda(cupy.asarray(x), *args).get(), y_ref)
     # the backward adds in the reference's order (no atomics): equal bit for bit
     gy = p["rng"].standard_normal(y_ref.shape).astype(dtype)
     in_size = x.shape[1:3]

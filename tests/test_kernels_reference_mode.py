@@ -32,7 +32,8 @@ _load_every_kernel_module()
 
 def test_every_kernel_of_this_package_is_registered_with_its_versions():
     names = {"im2col", "col2im", "depthwise_forward", "depthwise_backward_input",
-             "depthwise_backward_weight", "max_pool_forward", "max_pool_backward",
+             "depthwise_backward_weight", "max_pool_forward", "max_pool_values",
+             "max_pool_backward",
              "avg_pool_forward", "avg_pool_backward", "winograd_input_transform",
              "winograd_input_transform_adjoint", "winograd_output_transform",
              "winograd_output_transform_adjoint"}

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from minicnn import Tensor, functional as F, gradcheck, nn
+from minicnn import Tensor, functional as F, gradcheck, nn, no_grad
 from minicnn.backend import cupy_or_none, gpu_available
 from minicnn.kernels import channels_last
 
@@ -107,8 +107,24 @@ def test_max_pool_equals_nested_loops(case):
     x = distinct_values(case["shape"], case["seed"])
     args = (case["kernel"], case["stride"], case["padding"], case["dilation"],
             case["ceil_mode"])
-    y = F.max_pool2d(Tensor(x), *args)
-    np.testing.assert_array_equal(y.data, max_pool_loops(x, *args))
+    expected = max_pool_loops(x, *args)
+    y = F.max_pool2d(Tensor(x), *args)                   # no gradient: values only
+    np.testing.assert_array_equal(y.data, expected)
+    y = F.max_pool2d(Tensor(x, requires_grad=True), *args)   # with the argmax for backward
+    np.testing.assert_array_equal(y.data, expected)
+    assert y.creator.saved[0].shape == y.shape[:1] + y.shape[2:] + y.shape[1:2]
+
+
+def test_inference_max_pool_keeps_no_argmax_and_propagates_nan():
+    x = np.arange(32, dtype=np.float32).reshape(1, 2, 4, 4)
+    x[0, 0, 1, 1] = np.nan
+    x[0, 1, 2, 2] = np.nan
+    with no_grad():
+        y = F.max_pool2d(Tensor(x, requires_grad=True), 2)
+    assert y.creator is None
+    expected = np.array([[[[np.nan, 7], [13, 15]], [[21, 23], [29, np.nan]]]], np.float32)
+    np.testing.assert_array_equal(y.data, expected)
+    np.testing.assert_array_equal(F.max_pool2d(Tensor(x, requires_grad=True), 2).data, expected)
 
 
 @settings(deadline=None)

@@ -69,8 +69,10 @@ class MaxPool2d(Function):
         _check_input(self.name, x)
         out_hw = _output_hw(self.name, x, self.kernel, self.stride, self.padding,
                             self.dilation, self.ceil_mode)
-        y, argmax = kernels.max_pool_forward(channels_last(x), self.kernel, self.stride,
-                                             self.padding, self.dilation, out_hw)
+        window = (self.kernel, self.stride, self.padding, self.dilation, out_hw)
+        if not self.records:              # inference: no backward, so no argmax to keep
+            return channels_first_view(kernels.max_pool_values(channels_last(x), *window))
+        y, argmax = kernels.max_pool_forward(channels_last(x), *window)
         self.save_for_backward(argmax, x.shape[2:])
         return channels_first_view(y)
 
