@@ -297,8 +297,8 @@ def test_zoo_network_exports_and_round_trips(name, size, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("family", architectures.FAMILIES)
 def test_every_family_exports_at_its_published_input(family, tmp_path):
-    """The default variant of every family at its published input (NOTES-onnx.md quotes
-    the errors this prints)."""
+    """The default variant of every family at its published input (it prints each
+    family's error against onnxruntime)."""
     name = default_variant(family)
     model = randomize_statistics(architectures.create(name))
     shape = (in_channels_of(model),) + (architectures.entry(name).input_size,) * 2

@@ -104,7 +104,7 @@ def test_model_zoo_graph_with_random_weights_matches_onnxruntime(name, tmp_path)
     assert ours.shape == theirs.shape
     error = relative_error(ours, theirs)
     print(f"\n{name:14s} relative error against onnxruntime {error:.2e}, "
-          f"{model.num_parameters():,} parameters")     # NOTES-onnx.md quotes these
+          f"{model.num_parameters():,} parameters")
     assert error <= 1e-4
     # every weight of the file is a trainable Parameter of the loaded network
     weights = sum(int(np.prod(i.dims)) for i in proto.graph.initializer
