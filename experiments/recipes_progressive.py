@@ -5,8 +5,9 @@
         --out runs/progressive-cluttered.json
 
 Both arms start from the same initial weights, see the same images in the same order
-(one loader, one seed), train the same number of epochs with the same optimizer and are
-evaluated on the same test images at the final size. They differ only in what the paper
+(one loader, one seed), train the same number of epochs with the same optimizer and
+learning-rate schedule (Adam with the command line's cosine decay, stepped every batch) and
+are evaluated on the same test images at the final size. They differ only in what the paper
 changes: the progressive arm trains in stages whose image size, dropout and RandAugment
 magnitude rise together from a minimum to a maximum (``minicnn.progressive``); the fixed
 arm trains every epoch at the final stage's size and regularisation.
@@ -31,6 +32,7 @@ from minicnn.data.cluttered import cluttered_mnist
 from minicnn.data.transforms import Compose, pipeline
 from minicnn.files import atomic_write
 from minicnn.progressive import ProgressiveLearning, ProgressiveSchedule
+from minicnn.schedules import make_schedule
 from minicnn.tensor import Tensor
 from minicnn.train import evaluate, train_step
 
@@ -38,10 +40,10 @@ from minicnn.train import evaluate, train_step
 class Loop:
     """The attributes a callback reads (the subset of minicnn.train's loop used here)."""
 
-    def __init__(self, model, optimizer, train_loader, test_loader, epochs):
-        self.model, self.optimizer = model, optimizer
+    def __init__(self, model, optimizer, schedule, train_loader, test_loader, epochs):
+        self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.train_loader, self.test_loader, self.epochs = train_loader, test_loader, epochs
-        self.schedule, self.history, self.device = None, [], "cpu"
+        self.history, self.device = [], "cpu"
         self.epoch = self.batch = 0
 
 
@@ -54,7 +56,8 @@ def train_one_epoch(loop, callback, epoch):
     losses = []
     for loop.batch, (images, labels) in enumerate(loop.train_loader.batches(epoch)):
         images, labels = callback.on_batch(loop, images, labels)
-        loss, _ = train_step(loop.model, loop.optimizer, Tensor(images), labels)
+        loss, _ = train_step(loop.model, loop.optimizer, Tensor(images), labels,
+                             schedule=loop.schedule)
         losses.append(loss)
     return time.perf_counter() - wall, time.process_time() - cpu, float(np.mean(losses))
 
@@ -78,7 +81,10 @@ def main(argv=None):
     parser.add_argument("--sizes", type=int, nargs=2, default=(16, 32), metavar=("MIN", "MAX"))
     parser.add_argument("--dropout", type=float, nargs=2, default=(0.1, 0.3))
     parser.add_argument("--magnitude", type=float, nargs=2, default=(5 / 3, 5))
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=1e-3,
+                        help="Adam's peak learning rate (the command line's default)")
+    parser.add_argument("--schedule", default="cosine",
+                        help="learning-rate schedule, as the command line's --schedule")
     parser.add_argument("--bn-momentum", type=float, default=0.01,
                         help="batch norm's weight of the new statistics (the paper's 0.01 "
                              "needs thousands of steps before the running statistics that "
@@ -109,8 +115,10 @@ def main(argv=None):
     for name, schedule in schedules.items():
         model = architectures.create("efficientnet_v2_s", num_classes=10, in_channels=1,
                                      bn_momentum=args.bn_momentum)
-        arms[name] = dict(loop=Loop(model, optim.Adam(model.parameters(), lr=args.lr),
-                                    train_loader, test_loader, args.epochs),
+        optimizer = optim.Adam(model.parameters(), lr=args.lr)
+        learning_rate = make_schedule(args.schedule, optimizer, args.epochs, len(train_loader))
+        arms[name] = dict(loop=Loop(model, optimizer, learning_rate, train_loader, test_loader,
+                                    args.epochs),
                           callback=ProgressiveLearning(schedule, seed=args.seed, log=print),
                           wall_s=0.0, cpu_s=0.0, epochs=[])
     initial = arms["fixed"]["loop"].model.state_dict()
