@@ -37,14 +37,17 @@ PYTHON_GLUE = "Python (not in any operation)"
 
 # ----------------------------------------------------------------------------- measuring
 
-def median_step_seconds(step, repeat, synchronize):
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        step()
-        synchronize()
-        times.append(time.perf_counter() - started)
-    return sorted(times)[len(times) // 2]
+def timed_step(work, args, inference_model):
+    """The row's step (a training step, or inference on ``inference_model``), warmed up,
+    and its median time in seconds without instrumentation."""
+    if args.mode == "inference":
+        work.model.eval()
+        step = lambda: work.infer(inference_model)                          # noqa: E731
+    else:
+        work.model.train()
+        step = work.train_step
+    plain = worker.throughputs(step, args.batch, args.repeat, args.warmup, work.synchronize)
+    return step, plain["step_seconds"]
 
 
 def all_subclasses(cls):
@@ -105,16 +108,8 @@ def instrument_minicnn():
 
 def breakdown_minicnn(args):
     work = worker.minicnn_workload(args)
-    if args.mode == "inference":
-        work.model.eval()
-        network = worker.deployed(work.model, args)
-        step = lambda: work.infer(network)                                  # noqa: E731
-    else:
-        work.model.train()
-        step = work.train_step
-    for _ in range(args.warmup):
-        step()
-    plain = median_step_seconds(step, args.repeat, work.synchronize)
+    deployed = worker.deployed(work.model, args) if args.mode == "inference" else None
+    step, plain = timed_step(work, args, deployed)
     clock = instrument_minicnn()
     started = time.perf_counter()
     for _ in range(args.repeat):
@@ -125,18 +120,9 @@ def breakdown_minicnn(args):
 
 
 def breakdown_torch(args):
-    import torch
     from torch.profiler import ProfilerActivity, profile, schedule
     work = worker.torch_workload(args)
-    if args.mode == "inference":
-        work.model.eval()
-        step = lambda: work.infer(work.model)                               # noqa: E731
-    else:
-        work.model.train()
-        step = work.train_step
-    for _ in range(args.warmup):
-        step()
-    plain = median_step_seconds(step, args.repeat, work.synchronize)
+    step, plain = timed_step(work, args, work.model)
     # The profiler's first steps cost far more than the rest: two are run and discarded.
     with profile(activities=[ProfilerActivity.CPU],
                  schedule=schedule(wait=1, warmup=1, active=args.repeat)) as profiler:
@@ -150,7 +136,6 @@ def breakdown_torch(args):
         total = time.perf_counter() - started
     seconds = {event.key: event.self_cpu_time_total / 1e6
                for event in profiler.key_averages() if event.self_cpu_time_total > 0}
-    del torch
     return report(plain, total, seconds, args.repeat)
 
 

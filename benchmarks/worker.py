@@ -31,7 +31,7 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _throughputs(step, batch, repeat, warmup, synchronize=lambda: None):
+def throughputs(step, batch, repeat, warmup, synchronize=lambda: None):
     for _ in range(warmup):
         step()
     synchronize()
@@ -129,7 +129,7 @@ def run_minicnn(args):
     work.train_step()
     work.synchronize()
     first_step = time.perf_counter() - started
-    train = _throughputs(work.train_step, args.batch, args.repeat, args.warmup,
+    train = throughputs(work.train_step, args.batch, args.repeat, args.warmup,
                          work.synchronize)
     peak_train = _peak_rss_mb()
     gpu_peak = None
@@ -139,7 +139,7 @@ def run_minicnn(args):
     work.model.eval()
 
     def inference_of(network):
-        return _throughputs(lambda: work.infer(network), args.batch, args.repeat,
+        return throughputs(lambda: work.infer(network), args.batch, args.repeat,
                             args.warmup, work.synchronize)
     # The folded model (what a user deploys) and the model as trained, in eval mode.
     folded = deployed(work.model, args)
@@ -186,12 +186,12 @@ def run_torch(args):
     work.train_step()
     work.synchronize()
     first_step = time.perf_counter() - started
-    train = _throughputs(work.train_step, args.batch, args.repeat, args.warmup,
+    train = throughputs(work.train_step, args.batch, args.repeat, args.warmup,
                          work.synchronize)
     peak_train = _peak_rss_mb()
     gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if args.device == "gpu" else None
     work.model.eval()
-    inference = _throughputs(lambda: work.infer(work.model), args.batch, args.repeat,
+    inference = throughputs(lambda: work.infer(work.model), args.batch, args.repeat,
                              args.warmup, work.synchronize)
     params = sum(p.numel() for p in work.model.parameters() if p.requires_grad)
     return dict(params=params, train=train, inference=inference, first_step_seconds=first_step,
