@@ -7,9 +7,10 @@ nothing else, is the peak of a training step plus the interpreter and libraries;
 baseline after building the model is reported too), and the BLAS library threadpoolctl
 sees loaded (with the kernel it chose for this CPU).
 
-minicnn's inference is timed on the model a user would deploy: ``fold_batchnorm``'s copy,
-batch norms folded into the convolutions before them (``inference``); the trained model
-in eval mode is timed as well (``inference_unfolded``). PyTorch's is its eval-mode model
+minicnn's inference is timed on the model a user would deploy, ``minicnn.inference.deploy``:
+batch norms folded into the convolutions before them, the batch split across the threads
+(``inference``); the trained model in eval mode, the batch not split, is timed as well
+(``inference_unfolded``). PyTorch's is its eval-mode model
 under ``no_grad`` (eager PyTorch does not fold batch norm by itself).
 
 Each framework runs in its own process so that memory peaks and thread pools do not mix.
@@ -115,10 +116,11 @@ def minicnn_workload(args):
 
 
 def deployed(model, args):
-    """What a user deploying the model runs: batch norms folded into the convolutions
-    before them (minicnn.fold, traced on the real data flow)."""
-    from minicnn.fold import fold_batchnorm
-    return fold_batchnorm(model, input_size=args.size, in_channels=args.channels)
+    """What a user deploying the model runs, ``minicnn.inference.deploy``: batch norms
+    folded into the convolutions before them (traced on the real data flow), and each
+    inference batch split across the threads."""
+    from minicnn.inference import deploy
+    return deploy(model, input_size=args.size, in_channels=args.channels)
 
 
 def run_minicnn(args):

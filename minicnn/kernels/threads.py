@@ -17,6 +17,8 @@ sleeps. Work too small to share (LeNet-5's pooling at batch 64) runs on the call
 thread alone (see MIN_WORK_PER_THREAD).
 """
 import concurrent.futures
+import contextlib
+import functools
 import os
 import threading
 
@@ -39,36 +41,99 @@ def thread_count():
     return numba.get_num_threads()
 
 
-def over_blocks(run_block, count, work_per_item):
+def over_blocks(run_block, count, work_per_item, alone=False, threads=None):
     """Call ``run_block(first, last)`` on consecutive blocks covering [0, count), one per
     thread, at most one per MIN_WORK_PER_THREAD of work; the calling thread runs the first
-    block itself. Returns the blocks' results in order."""
-    blocks = max(1, min(thread_count(), count, (count * work_per_item) // MIN_WORK_PER_THREAD))
+    block itself. Returns the blocks' results in order.
+
+    ``alone``: the blocks are whole pipelines of their own (a network's share of an
+    inference batch, ``minicnn.inference``), so each runs on its thread alone: BLAS
+    single-threaded and every kernel it calls on that thread too.
+    ``threads``: at most this many blocks (default: ``thread_count()``)."""
+    most = min(threads or thread_count(), pool_size() + 1)
+    blocks = max(1, min(most, count, (count * work_per_item) // MIN_WORK_PER_THREAD))
     if blocks == 1:
         return [run_block(0, count)]
     bounds = [count * b // blocks for b in range(blocks + 1)]
-    others = [_thread_pool().submit(run_block, bounds[b], bounds[b + 1])
-              for b in range(1, blocks)]
-    results = [run_block(bounds[0], bounds[1])]
-    return results + [future.result() for future in others]
+    with single_threaded_blas() if alone else contextlib.nullcontext():
+        run = _on_one_thread(run_block) if alone else run_block
+        others = [thread_pool().submit(run, bounds[b], bounds[b + 1])
+                  for b in range(1, blocks)]
+        results = [run(bounds[0], bounds[1])]
+        return results + [future.result() for future in others]
 
 
-def _thread_pool():
+def _on_one_thread(run_block):
+    """``run_block`` with this thread's kernels limited to this thread (Numba's thread
+    count is per thread, so the other blocks are not affected)."""
+    def run(first, last):
+        previous = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            return run_block(first, last)
+        finally:
+            numba.set_num_threads(previous)
+    return run
+
+
+def pool_size():
+    """Threads in the pool besides the caller's: NUMBA_NUM_THREADS − 1."""
+    return max(1, numba.config.NUMBA_NUM_THREADS - 1)
+
+
+def thread_pool():
     """The pool's threads are made on first use and live as long as the process."""
     global _pool
     with _pool_lock:
         if _pool is None:
             _pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=max(1, numba.config.NUMBA_NUM_THREADS - 1),
-                thread_name_prefix="minicnn-kernels")
+                max_workers=pool_size(), thread_name_prefix="minicnn-kernels")
         return _pool
+
+
+@functools.lru_cache(maxsize=None)
+def _blas_controllers():
+    """threadpoolctl's handles on the BLAS libraries loaded (NumPy's OpenBLAS, ...)."""
+    import numpy                              # noqa: F401  (its BLAS loaded first)
+    from threadpoolctl import ThreadpoolController
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_restore = ()
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Inside the block, BLAS runs every call on the thread that makes it (≈ 1 µs to set
+    and to restore), so several threads can each run GEMMs of their own at once. The
+    setting is the process's: nested or concurrent blocks share it, the last one out
+    restores what the first one in found."""
+    global _blas_users, _blas_restore
+    with _blas_lock:
+        if _blas_users == 0:
+            controllers = _blas_controllers()
+            _blas_restore = tuple((c, c.get_num_threads()) for c in controllers)
+            for controller in controllers:
+                controller.set_num_threads(1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for controller, count in _blas_restore:
+                    controller.set_num_threads(count)
 
 
 def _forget_pool_in_child():
     """A forked child has none of its parent's threads: a pool it inherited would take
     blocks and never run them. It makes its own on first use."""
-    global _pool, _pool_lock
+    global _pool, _pool_lock, _blas_lock, _blas_users
     _pool, _pool_lock = None, threading.Lock()
+    _blas_lock, _blas_users = threading.Lock(), 0
 
 
 os.register_at_fork(after_in_child=_forget_pool_in_child)
