@@ -16,8 +16,7 @@ copies of every pixel — 25 for a 5×5 kernel — to feed a GEMM whose other si
 CO = 6 columns, a shape BLAS handles badly (its kernels are blocked for wide matrices).
 Here, at stride 1, each tap of each channel is one multiply-add of two contiguous runs
 (see "cpu (Numba)" below), which the compiler turns into SIMD. On LeNet-5's first layer at
-batch 64 (one thread) the forward took ≈0.65–0.8 ms against ≈0.95 ms for im2col + GEMM
-(≈0.51 ms since a kernel row's taps are added up to three per pass, see ``_forward_block``),
+batch 64 (one thread) the forward takes ≈0.65–0.8 ms against ≈0.95 ms for im2col + GEMM,
 with no 3.7 MB column matrix.
 
 Threads: the Numba kernels are plain serial loops over a range of samples (``nogil``),
@@ -101,20 +100,6 @@ def _multiply_add(out, weight, values):
         out[t] += weight * values[t]
 
 
-@njit(nogil=True, cache=True)
-def _multiply_add_2(out, w0, w1, v0, v1):
-    """out += w0 · v0 + w1 · v1: two taps in one pass over ``out``."""
-    for t in range(out.size):
-        out[t] += w0 * v0[t] + w1 * v1[t]
-
-
-@njit(nogil=True, cache=True)
-def _multiply_add_3(out, w0, w1, w2, v0, v1, v2):
-    """out += w0 · v0 + w1 · v1 + w2 · v2: three taps in one pass over ``out``."""
-    for t in range(out.size):
-        out[t] += w0 * v0[t] + w1 * v1[t] + w2 * v2[t]
-
-
 @njit(nogil=True, cache=True, fastmath={"reassoc"})
 def _dot(a, b):
     """Σ a[t]·b[t]. ``reassoc`` lets the compiler sum in SIMD lanes (a different rounding
@@ -129,10 +114,11 @@ def _dot(a, b):
 def _forward_block(planes, w_taps, y, first, last, DH, DW):
     """y[first:last] from planes (N, C, HP, WP); acc is one sample's output at pitch WP.
 
-    The taps of a kernel row are added three at a time (then two, or one): every pass
-    reads and writes the whole accumulator run, so fewer passes are less memory traffic.
-    (LeNet-5's first layer, batch 64, one core: one tap per pass ≈ 0.65 ms, up to three
-    ≈ 0.51 ms; a 7×7 grayscale stem on 112×112, batch 8: 35.5 → 20.2 ms.)"""
+    One tap per pass over the accumulator. Adding a kernel row's taps three at a time
+    (fewer passes, less memory traffic) measured 0.65 → 0.51 ms on LeNet-5's first layer
+    (batch 64, one core) but cost 0.45 s more compilation in LeNet-5's first training
+    step, which then took 3.3 s on an empty cache (the target is 3 s); with three and one
+    at a time, 0.57 ms and 0.28 s more. The first step wins."""
     C, WP = planes.shape[1], planes.shape[3]
     KH, KW, _, CO = w_taps.shape
     OH, OW = y.shape[1], y.shape[2]
@@ -143,22 +129,11 @@ def _forward_block(planes, w_taps, y, first, last, DH, DW):
         for c in range(C):
             plane = planes[n, c].reshape(-1)
             for i in range(KH):
-                j = 0
-                while j < KW:                           # taps j, j + 1, j + 2 of row i
-                    taps = min(3, KW - j)
+                for j in range(KW):
                     start = i * DH * WP + j * DW
-                    v0 = plane[start:start + L]
-                    v1 = plane[start + DW:start + DW + L] if taps > 1 else v0
-                    v2 = plane[start + 2 * DW:start + 2 * DW + L] if taps > 2 else v0
+                    window = plane[start:start + L]
                     for o in range(CO):
-                        w = w_taps[i, :, c, o]
-                        if taps == 3:
-                            _multiply_add_3(acc[o], w[j], w[j + 1], w[j + 2], v0, v1, v2)
-                        elif taps == 2:
-                            _multiply_add_2(acc[o], w[j], w[j + 1], v0, v1)
-                        else:
-                            _multiply_add(acc[o], w[j], v0)
-                    j += taps
+                        _multiply_add(acc[o], w_taps[i, j, c, o], window)
         for oh in range(OH):
             for ow in range(OW):
                 for o in range(CO):
