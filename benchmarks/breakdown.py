@@ -24,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 if __package__ in (None, ""):
@@ -58,27 +59,31 @@ def all_subclasses(cls):
 
 
 class OperationClock:
-    """Wall time per operation name, summed over the calls; only the outermost call is
-    timed when one timed method calls another (a subclass's forward calling super's)."""
+    """Wall time per operation name, summed over the calls and over the threads that make
+    them (an inference batch split across threads times each thread's operations); only
+    the outermost call on a thread is timed when one timed method calls another (a
+    subclass's forward calling super's)."""
 
     def __init__(self):
-        self.seconds, self.depth = {}, 0
+        self.seconds, self.local, self.lock = {}, threading.local(), threading.Lock()
 
     def wrap(self, owner, method_name, label):
         original = getattr(owner, method_name)
         clock = self
 
         def timed(self, *args, **kwargs):
-            if clock.depth:
+            depth = getattr(clock.local, "depth", 0)
+            if depth:
                 return original(self, *args, **kwargs)
-            clock.depth += 1
+            clock.local.depth = 1
             started = time.perf_counter()
             try:
                 return original(self, *args, **kwargs)
             finally:
-                clock.depth -= 1
-                name = label(self)
-                clock.seconds[name] = clock.seconds.get(name, 0.0) + time.perf_counter() - started
+                clock.local.depth = 0
+                elapsed, name = time.perf_counter() - started, label(self)
+                with clock.lock:
+                    clock.seconds[name] = clock.seconds.get(name, 0.0) + elapsed
         setattr(owner, method_name, timed)
 
 
@@ -116,7 +121,9 @@ def breakdown_minicnn(args):
         step()
     work.synchronize()
     total = time.perf_counter() - started
-    return report(plain, total, clock.seconds, args.repeat)
+    # inference splits the batch: every thread is busy for the whole step
+    busy = min(args.threads, args.batch) if args.mode == "inference" else 1
+    return report(plain, total, clock.seconds, args.repeat, busy)
 
 
 def breakdown_torch(args):
@@ -141,21 +148,26 @@ def breakdown_torch(args):
     return report(plain, total, seconds, args.repeat)
 
 
-def report(plain_seconds, instrumented_seconds, seconds, repeat):
-    """ms per step: the plain median, the instrumented mean, and each operation's share."""
+def report(plain_seconds, instrumented_seconds, seconds, repeat, threads=1):
+    """ms per step: the plain median, the instrumented mean, and each operation's time,
+    summed over ``threads`` threads that each run the whole step (minicnn's inference:
+    the batch split across them) — so the shares are of ``threads`` × the step."""
     per_step = {name: 1e3 * s / repeat for name, s in seconds.items()}
     step_ms = 1e3 * instrumented_seconds / repeat
-    per_step[PYTHON_GLUE] = max(0.0, step_ms - sum(per_step.values()))
-    return dict(step_ms=1e3 * plain_seconds, instrumented_step_ms=step_ms,
+    per_step[PYTHON_GLUE] = max(0.0, threads * step_ms - sum(per_step.values()))
+    return dict(step_ms=1e3 * plain_seconds, instrumented_step_ms=step_ms, threads=threads,
                 operations=sorted(per_step.items(), key=lambda item: -item[1]))
 
 
 # ----------------------------------------------------------------------------- the table
 
 def format_breakdown(framework, result, top):
+    threads = result.get("threads", 1)
     lines = [f"{framework}: step {result['step_ms']:.2f} ms "
-             f"(instrumented {result['instrumented_step_ms']:.2f} ms)"]
-    total = result["instrumented_step_ms"]
+             f"(instrumented {result['instrumented_step_ms']:.2f} ms"
+             + (f"; the batch split across {threads} threads, times summed over them)"
+                if threads > 1 else ")")]
+    total = threads * result["instrumented_step_ms"]
     shown = result["operations"][:top]
     rest = sum(ms for _, ms in result["operations"][top:])
     width = max(len(name) for name, _ in shown + [("other operations", 0)])

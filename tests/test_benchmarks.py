@@ -87,6 +87,21 @@ def test_the_breakdown_names_each_operation_and_leaves_the_rest_to_python():
     assert all(ms >= 0 for ms in times.values()) and report["step_ms"] > 0
 
 
+def test_an_inference_breakdown_sums_the_threads_the_batch_is_split_across():
+    command = [sys.executable, "-m", "benchmarks.breakdown", "lenet5", "--worker", "minicnn",
+               "--mode", "inference", "--batch", "8", "--repeat", "2", "--warmup", "1",
+               "--threads", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPOSITORY,
+                            env=run.thread_environment(2), timeout=600)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    times = dict(report["operations"])
+    assert report["threads"] == 2
+    assert {"Conv2d direct", "MaxPool2d", "Linear"} <= set(times)
+    assert not any(name.endswith("backward") for name in times)
+    assert sum(times.values()) == pytest.approx(2 * report["instrumented_step_ms"])
+
+
 def test_the_breakdown_refuses_a_network_without_a_row():
     from benchmarks.breakdown import main
     with pytest.raises(SystemExit, match="no benchmark row is called 'lenet6'"):
