@@ -88,8 +88,9 @@ def test_the_breakdown_names_each_operation_and_leaves_the_rest_to_python():
 
 
 def test_an_inference_breakdown_sums_the_threads_the_batch_is_split_across():
+    from benchmarks.breakdown import PYTHON_GLUE
     command = [sys.executable, "-m", "benchmarks.breakdown", "lenet5", "--worker", "minicnn",
-               "--mode", "inference", "--batch", "8", "--repeat", "2", "--warmup", "1",
+               "--mode", "inference", "--batch", "64", "--repeat", "3", "--warmup", "1",
                "--threads", "2"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPOSITORY,
                             env=run.thread_environment(2), timeout=600)
@@ -100,6 +101,9 @@ def test_an_inference_breakdown_sums_the_threads_the_batch_is_split_across():
     assert {"Conv2d direct", "MaxPool2d", "Linear"} <= set(times)
     assert not any(name.endswith("backward") for name in times)
     assert sum(times.values()) == pytest.approx(2 * report["instrumented_step_ms"])
+    # both threads' operations were timed: together they fill more than one step
+    in_operations = sum(ms for name, ms in times.items() if name != PYTHON_GLUE)
+    assert in_operations > 1.1 * report["instrumented_step_ms"]
 
 
 def test_the_breakdown_refuses_a_network_without_a_row():
