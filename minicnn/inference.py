@@ -48,17 +48,16 @@ class BatchParallel(Module):
         self.threads = threads
 
     def forward(self, x):
-        if not self._may_split(x):
-            return self.model(x)
         data = x.data if isinstance(x, Tensor) else x
+        if not self._may_split(data):
+            return self.model(x)
         outputs = kernel_threads.over_blocks(
             lambda first, last: self.model(Tensor(data[first:last])), len(data),
             kernel_threads.MIN_WORK_PER_THREAD, alone=True, threads=self.threads)
         return concatenate(outputs)
 
-    def _may_split(self, x):
+    def _may_split(self, data):
         """Only a forward that records nothing, of a model all in eval mode, on the CPU."""
-        data = x.data if isinstance(x, Tensor) else x
         return not (is_grad_enabled() or any(m.training for m in self.model.modules())
                     or device_of(data) != "cpu" or getattr(data, "ndim", 0) == 0)
 

@@ -421,9 +421,9 @@ def _constants(dtype):
 
 def _input_transform_f4(x, tiling):
     t = tiling
+    # 4·TH + 2 ≥ OH + 2 = H + 2·PH: the image and its padding always fit
     padded = np.zeros((t.N, 4 * t.TH + 2, 4 * t.TW + 2, t.C), dtype=x.dtype)
-    rows, cols = min(t.H, padded.shape[1] - t.PH), min(t.W, padded.shape[2] - t.PW)
-    padded[:, t.PH:t.PH + rows, t.PW:t.PW + cols] = x[:, :rows, :cols]
+    padded[:, t.PH:t.PH + t.H, t.PW:t.PW + t.W] = x
     V = np.empty((36, t.T, t.C), dtype=x.dtype)
     k = _constants(x.dtype)
     over_blocks(lambda first, last: _input_tiles_f4(padded, V, first, last, t.TH, t.TW, k),
@@ -455,7 +455,7 @@ def _output_transform_adjoint_f4(gy, tiling):
 def input_transform_numba(x, tiling):
     t = tiling
     if t.m == 4:
-        return _input_transform_f4(np.ascontiguousarray(x), t)
+        return _input_transform_f4(x, t)          # (its padded copy makes x contiguous)
     V = np.empty((t.alpha ** 2, t.T, t.C), dtype=x.dtype)
     _gather_numba(x, t.BT, t.m, -t.PH, -t.PW, t.TH, t.TW, V)
     return V
