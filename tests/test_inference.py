@@ -52,9 +52,16 @@ def test_the_thread_settings_are_restored():
     blas = [c.get_num_threads() for c in kernel_threads._blas_controllers()]
     kernels = numba.get_num_threads()
     with no_grad():
-        BatchParallel(Recorder().eval(), threads=2)(images(4))
+        BatchParallel(Recorder().eval(), threads=2)(images(8))   # split in two
     assert [c.get_num_threads() for c in kernel_threads._blas_controllers()] == blas
     assert numba.get_num_threads() == kernels
+
+
+def test_a_share_holds_at_least_four_samples():
+    model = Recorder().eval()
+    with no_grad():
+        BatchParallel(model, threads=2)(images(7))
+    assert [size for size, _, _ in model.calls] == [7]
 
 
 @pytest.mark.parametrize("why", ["gradient", "training", "tiny batch"])
