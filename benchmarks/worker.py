@@ -88,7 +88,7 @@ class Workload:
 def minicnn_workload(args):
     import numpy as np
     import architectures
-    from minicnn import Tensor, functional as F, no_grad
+    from minicnn import Tensor, functional as F, no_grad, train
     from minicnn.backend import cupy_or_none, to_device
     from minicnn.optim import SGD
 
@@ -102,7 +102,12 @@ def minicnn_workload(args):
     cupy = cupy_or_none() if args.device == "gpu" else None
     optimizer = SGD(list(model.parameters()), lr=0.01, momentum=0.9)
 
+    detector = args.model.startswith("efficientdet")
+
     def train_step():
+        if not detector:          # what the command line runs (minicnn.train.train_step)
+            train.train_step(model, optimizer, x, labels)
+            return
         optimizer.zero_grad()
         loss = training_loss(model(x), labels, F.cross_entropy)
         loss.backward()

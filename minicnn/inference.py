@@ -21,7 +21,9 @@ ResNet-18 (CIFAR, batch 64) 140 / 187 → 210 / 196; VGG-16-BN (CIFAR, batch 64)
 265 / 266 → 338 / 335. Splitting inside each convolution instead (each thread its share of
 the samples, BLAS single-threaded, and the threads meeting at every convolution) was tried
 and was slower than BLAS's own threads: ResNet-18 training 54 / 46 → 36 / 39 images/s,
-VGG-16-BN 84 → 74 / 77. So training keeps its threads inside the operations.
+VGG-16-BN 84 → 74 / 77. So training keeps its threads inside the operations — except for a
+network whose samples never meet in training (no batch norm, no dropout: LeNet-5), whose
+training batch is split the same way (``minicnn.split_training``).
 
 ``BatchParallel(model)`` does that for a model in eval mode under ``no_grad``, and is the
 model itself otherwise (training, or a forward that records a graph: a backward through

@@ -184,8 +184,13 @@ class Tensor:
         return self
 
     # -- backward ----------------------------------------------------------------
-    def backward(self, grad=None, retain_graph=False):
-        """Compute d(self)/d(leaf) for every leaf that requires grad; see module doc."""
+    def backward(self, grad=None, retain_graph=False, leaf_grads=None):
+        """Compute d(self)/d(leaf) for every leaf that requires grad; see module doc.
+
+        The gradients are added to each leaf's ``grad``, or, given a dict ``leaf_grads``,
+        kept there instead (``leaf_grads[id(leaf)] = [leaf, gradient]``) and the leaves
+        left untouched: several threads can then run backward through graphs of their own
+        that share the same weights (``minicnn.split_training``)."""
         if not self.requires_grad:
             raise RuntimeError("backward() on a tensor that does not require grad "
                                "(no input of the computation had requires_grad=True)")
@@ -201,7 +206,7 @@ class Tensor:
             raise ValueError(f"backward(): the gradient must have the output's shape "
                              f"{tuple(self.shape)}, got {tuple(getattr(grad, 'shape', ()))}")
         if self.creator is None:                     # backward on a leaf itself
-            self._accumulate(grad)
+            self._accumulate(grad, leaf_grads)
             return
 
         # grads[id(function)] holds the gradients of that function's outputs, one slot each
@@ -223,7 +228,7 @@ class Tensor:
                 if g is None or not tensor.requires_grad:
                     continue
                 if tensor.creator is None:           # a leaf: keep the gradient
-                    tensor._accumulate(g)
+                    tensor._accumulate(g, leaf_grads)
                     continue
                 slots = grads.setdefault(id(tensor.creator), tensor.creator.empty_grads())
                 i = tensor.output_index
@@ -232,12 +237,16 @@ class Tensor:
             if not retain_graph:
                 function.release()
 
-    def _accumulate(self, grad):
+    def _accumulate(self, grad, leaf_grads=None):
         if grad.shape != self.shape:
             raise RuntimeError(f"gradient shape {grad.shape} does not match tensor shape "
                                f"{self.shape}")
         if grad.dtype != self.dtype:
             grad = grad.astype(self.dtype)
+        if leaf_grads is not None:
+            kept = leaf_grads.setdefault(id(self), [self, None])
+            kept[1] = grad.copy(order="K") if kept[1] is None else kept[1] + grad
+            return
         # Never alias: a backward may hand the same array to two leaves. order="K" keeps a
         # channels-last gradient channels-last (a C-order copy would transpose it).
         self.grad = grad.copy(order="K") if self.grad is None else self.grad + grad

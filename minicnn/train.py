@@ -67,6 +67,7 @@ from minicnn import functional as F
 from minicnn.backend import get_array_module, to_device
 from minicnn.callbacks import Callback
 from minicnn.files import atomic_write
+from minicnn.split_training import split_backward, split_reason
 from minicnn.schedules import SCHEDULE_HELP, make_schedule  # noqa: F401 (public)
 from minicnn.random import generators, random_state, set_random_state  # noqa: F401 (public)
 from minicnn.tensor import Tensor, no_grad
@@ -211,20 +212,34 @@ def train_step(model, optimizer, images, labels, label_smoothing=0.0, aux_weight
     and the number of images classified correctly (for soft targets: whose most likely
     class is the target's most probable one).
     """
-    loss, logits = compute_loss(model(images), labels, label_smoothing, aux_weight)
-    value = float(loss.item())
-    if not math.isfinite(value):
-        raise NonFiniteLoss(value)
-    optimizer.zero_grad()
-    loss.backward()
+    images = images if isinstance(images, Tensor) else Tensor(images)
+    if images.requires_grad or split_reason(model, images.data) is not None:
+        loss, logits = compute_loss(model(images), labels, label_smoothing, aux_weight)
+        value, scores = float(loss.item()), logits.data
+        if not math.isfinite(value):
+            raise NonFiniteLoss(value)
+        optimizer.zero_grad()
+        loss.backward()
+    else:       # the batch in shares, one per core (minicnn.split_training)
+        def loss_of(share, first, last):
+            loss, logits = compute_loss(model(share), labels[first:last], label_smoothing,
+                                        aux_weight)
+            return loss, logits.data
+        value, scores, gradients = split_backward(images.data, loss_of)
+        if not math.isfinite(value):
+            raise NonFiniteLoss(value)
+        optimizer.zero_grad()
+        for leaf, gradient in gradients:
+            leaf._accumulate(gradient)
+        scores = get_array_module(scores[0]).concatenate(scores)
     if after_backward is not None:
         after_backward()
     optimizer.step()
     if schedule is not None:
         schedule.step()
-    xp = get_array_module(logits.data)
+    xp = get_array_module(scores)
     classes = labels.argmax(axis=1) if labels.ndim == 2 else labels
-    return value, int(xp.count_nonzero(logits.data.argmax(axis=1) == classes))
+    return value, int(xp.count_nonzero(scores.argmax(axis=1) == classes))
 
 
 # ----------------------------------------------------------------------------- checkpoints

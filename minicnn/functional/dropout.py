@@ -35,6 +35,7 @@ import numpy as np
 from minicnn.backend import get_array_module
 from minicnn.kernels.random import counter_uniform_cuda
 from minicnn.random import register_generator
+from minicnn.split_training import refuse_in_share
 from minicnn.tensor import Function, Tensor
 
 _generator = np.random.default_rng()
@@ -117,6 +118,7 @@ def dropout(x, p=0.5, training=True, rng=None):
     data = _check("dropout", x, p)
     if not training or p == 0:
         return x
+    refuse_in_share("dropout")
     return MaskMultiply()(x, _keep_mask(_uniform_like(data, rng), p, data.dtype))
 
 
@@ -128,6 +130,7 @@ def dropout2d(x, p=0.5, training=True, rng=None):
                          f"{data.shape}")
     if not training or p == 0:
         return x
+    refuse_in_share("dropout2d")
     xp = get_array_module(data)
     uniform = _uniform(xp, data.shape[:2] + (1, 1), _float_dtype(data), rng)
     return MaskMultiply()(x, _keep_mask(uniform, p, data.dtype))
@@ -141,6 +144,7 @@ def drop_path(x, p=0.0, training=True, rng=None):
         raise ValueError("drop_path: expected an input with a batch axis, got a scalar")
     if not training or p == 0:
         return x
+    refuse_in_share("drop_path")
     xp = get_array_module(data)
     uniform = _uniform(xp, (data.shape[0],) + (1,) * (data.ndim - 1), _float_dtype(data),
                        rng)

@@ -9,6 +9,7 @@ import numpy as np
 from minicnn.backend import get_array_module
 from minicnn.kernels import batchnorm as kernels
 from minicnn.kernels import channels_first_view, channels_last
+from minicnn.split_training import refuse_in_share
 from minicnn.tensor import Function, Tensor
 
 
@@ -221,6 +222,8 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Tr
         if value is not None and get_array_module(value) is not get_array_module(data):
             raise ValueError(f"batch_norm: {label} and the input live on different devices; "
                              f"move the module with .to(device)")
+    if training:
+        refuse_in_share("batch_norm")
     params = [p for p in (weight, bias) if p is not None]
     function = BatchNorm(running_mean, running_var, weight is not None, bias is not None,
                          training, momentum, eps)

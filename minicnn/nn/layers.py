@@ -103,6 +103,10 @@ class _DropoutBase(Module):
     def forward(self, x):
         return type(self).function(x, self.p, self.training, self.rng)
 
+    @property
+    def independent_samples(self):
+        return self.p == 0                  # masks are drawn for the whole batch, in order
+
     def extra_repr(self):
         return f"p={self.p}"
 

@@ -50,6 +50,12 @@ class Module:
     (batch-norm running statistics).
     """
 
+    # In training mode, is each sample's output a function of that sample alone, with
+    # nothing drawn at random? Then a training batch may be cut into shares that run on
+    # different threads (minicnn.split_training). Batch norm (the batch's statistics) and
+    # dropout (masks drawn for the whole batch) say False.
+    independent_samples = True
+
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())

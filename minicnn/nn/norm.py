@@ -14,6 +14,7 @@ class BatchNormNd(Module):
     statistics in eval mode. γ, β are parameters; the running statistics are buffers.
     """
     expected_ndim = ()
+    independent_samples = False           # training normalises with the batch's statistics
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, dtype=np.float32):
