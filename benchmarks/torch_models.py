@@ -195,21 +195,176 @@ class MBConv(nn.Module):
         return x + self.drop_path(self.block(x)) if self.residual else self.block(x)
 
 
-def efficientnet_b0(num_classes=1000):
-    """EfficientNet-B0 (Table 1): MBConv blocks with SE and SiLU, drop path 0.2·i/16."""
-    stages = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2),
-              (6, 3, 2, 40, 80, 3), (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4),
-              (6, 3, 1, 192, 320, 1)]
-    total, index = sum(row[-1] for row in stages), 0
-    layers = _conv_bn_act(3, 32, 3, 2)
-    for t, k, stride, cin, cout, repeats in stages:
+# EfficientNet-B0's Table 1: (expansion t, kernel, stride, C_in, C_out, repeats) per stage
+B0_STAGES = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2),
+             (6, 3, 2, 40, 80, 3), (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4),
+             (6, 3, 1, 192, 320, 1)]
+
+
+def _b0_stages():
+    """The stem and one nn.Sequential of MBConv blocks per stage, drop path 0.2·i/16."""
+    total, index, stages = sum(row[-1] for row in B0_STAGES), 0, []
+    for t, k, stride, cin, cout, repeats in B0_STAGES:
+        blocks = []
         for i in range(repeats):
-            layers.append(MBConv(cin if i == 0 else cout, cout, k, stride if i == 0 else 1, t,
+            blocks.append(MBConv(cin if i == 0 else cout, cout, k, stride if i == 0 else 1, t,
                                  0.2 * index / total))
             index += 1
-    layers += _conv_bn_act(320, 1280, 1)
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
-                         nn.Linear(1280, num_classes))
+        stages.append(nn.Sequential(*blocks))
+    return nn.Sequential(*_conv_bn_act(3, 32, 3, 2)), stages
+
+
+def efficientnet_b0(num_classes=1000):
+    """EfficientNet-B0 (Table 1): MBConv blocks with SE and SiLU, drop path 0.2·i/16."""
+    stem, stages = _b0_stages()
+    return nn.Sequential(stem, *stages, *_conv_bn_act(320, 1280, 1), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+
+# ----------------------------------------------------------------------------- EfficientDet-D0
+# As architectures/efficientdet.py builds it (the official google/automl layout): the B0
+# backbone without its head, P6/P7 by 1×1 conv + BN and SAME max pools, 3 BiFPN layers of
+# width 64 with fast normalised fusion, class and box networks of depth 3 whose separable
+# convolutions are shared over the levels and whose batch norms are not. BN ε 1e-3,
+# momentum 0.01.
+
+def _bn(channels):
+    return nn.BatchNorm2d(channels, eps=1e-3, momentum=0.01)
+
+
+class SeparableConv2d(nn.Sequential):
+    def __init__(self, cin, cout):
+        super().__init__(nn.Conv2d(cin, cin, 3, padding=1, groups=cin, bias=False),
+                         nn.Conv2d(cin, cout, 1))
+
+
+class MaxPool2dSame(nn.Module):
+    """TensorFlow's SAME max pooling: pad with −∞, the odd cell at the end."""
+
+    def __init__(self, kernel, stride):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x):
+        pads = []
+        for size in (x.shape[3], x.shape[2]):
+            total = max((-(-size // self.stride) - 1) * self.stride + self.kernel - size, 0)
+            pads += [total // 2, total - total // 2]
+        x = nn.functional.pad(x, pads, value=float("-inf"))
+        return nn.functional.max_pool2d(x, self.kernel, self.stride)
+
+
+def _resample(cin, cout, from_level, to_level):
+    layers = [] if cin == cout else [nn.Conv2d(cin, cout, 1), _bn(cout)]
+    steps = to_level - from_level
+    if steps > 0:
+        layers.append(MaxPool2dSame(2 ** steps + 1, 2 ** steps))
+    elif steps < 0:
+        layers.append(nn.Upsample(scale_factor=2 ** -steps, mode="nearest"))
+    return nn.Sequential(*layers) if layers else nn.Identity()
+
+
+class FusionNode(nn.Module):
+    """Resample each input, O = Σ wᵢ·Iᵢ / (ε + Σ wⱼ) with w = ReLU(weight), then
+    SiLU → separable 3×3 → BN."""
+
+    def __init__(self, level, input_levels, input_channels, width):
+        super().__init__()
+        self.resample = nn.ModuleList([_resample(c, width, source, level)
+                                       for source, c in zip(input_levels, input_channels)])
+        self.weight = nn.Parameter(torch.ones(len(input_levels)))
+        self.conv, self.bn = SeparableConv2d(width, width), _bn(width)
+
+    def forward(self, *inputs):
+        weights = torch.relu(self.weight)
+        weights = weights / (weights.sum() + 1e-4)
+        fused = sum(w * resample(x) for w, resample, x in zip(weights, self.resample, inputs))
+        return self.bn(self.conv(nn.functional.silu(fused)))
+
+
+def _bifpn_nodes(min_level=3, max_level=7):
+    """architectures.efficientdet.bifpn_nodes: (level, indices of the fused maps)."""
+    maps_of = {level: [i] for i, level in enumerate(range(min_level, max_level + 1))}
+    count, nodes = max_level - min_level + 1, []
+    for level in range(max_level - 1, min_level - 1, -1):
+        nodes.append((level, [maps_of[level][-1], maps_of[level + 1][-1]]))
+        maps_of[level].append(count)
+        count += 1
+    for level in range(min_level + 1, max_level + 1):
+        nodes.append((level, maps_of[level] + [maps_of[level - 1][-1]]))
+        maps_of[level].append(count)
+        count += 1
+    return nodes
+
+
+class BiFPNLayer(nn.Module):
+    def __init__(self, in_channels, width, levels=(3, 4, 5, 6, 7)):
+        super().__init__()
+        level_of, channels_of = list(levels), list(in_channels)
+        self.graph, nodes = _bifpn_nodes(levels[0], levels[-1]), []
+        for level, inputs in self.graph:
+            nodes.append(FusionNode(level, [level_of[i] for i in inputs],
+                                    [channels_of[i] for i in inputs], width))
+            level_of.append(level)
+            channels_of.append(width)
+        self.nodes = nn.ModuleList(nodes)
+        self.outputs = [max(i for i, lv in enumerate(level_of) if lv == level)
+                        for level in levels]
+
+    def forward(self, features):
+        maps = list(features)
+        for node, (_, inputs) in zip(self.nodes, self.graph):
+            maps.append(node(*[maps[i] for i in inputs]))
+        return [maps[i] for i in self.outputs]
+
+
+class HeadNet(nn.Module):
+    def __init__(self, width, outputs_per_anchor, depth=3, levels=5, anchors=9):
+        super().__init__()
+        self.convs = nn.ModuleList([SeparableConv2d(width, width) for _ in range(depth)])
+        self.norms = nn.ModuleList([nn.ModuleList([_bn(width) for _ in range(levels)])
+                                    for _ in range(depth)])
+        self.predict = SeparableConv2d(width, anchors * outputs_per_anchor)
+
+    def forward(self, features):
+        outputs = []
+        for level, x in enumerate(features):
+            for conv, norms in zip(self.convs, self.norms):
+                x = nn.functional.silu(norms[level](conv(x)))
+            outputs.append(self.predict(x))
+        return outputs
+
+
+class EfficientDetD0(nn.Module):
+    def __init__(self, num_classes=90, width=64, bifpn_depth=3):
+        super().__init__()
+        self.stem, stages = _b0_stages()
+        self.stages = nn.ModuleList(stages)
+        self.taps = (2, 4, 6)                    # stages ending at strides 8, 16, 32: P3–P5
+        self.extra = nn.ModuleList([_resample(320, width, 5, 6), _resample(width, width, 6, 7)])
+        channels = [40, 112, 320, width, width]
+        layers = []
+        for _ in range(bifpn_depth):
+            layers.append(BiFPNLayer(channels, width))
+            channels = [width] * 5
+        self.bifpn = nn.ModuleList(layers)
+        self.class_net, self.box_net = HeadNet(width, num_classes), HeadNet(width, 4)
+
+    def forward(self, x):
+        x, features = self.stem(x), []
+        for index, stage in enumerate(self.stages):
+            x = stage(x)
+            if index in self.taps:
+                features.append(x)
+        for resample in self.extra:
+            features.append(resample(features[-1]))
+        for layer in self.bifpn:
+            features = layer(features)
+        return self.class_net(features), self.box_net(features)
+
+
+def efficientdet_d0(num_classes=90):
+    return EfficientDetD0(num_classes)
 
 
 # ----------------------------------------------------------------------------- DenseNet-121
@@ -277,4 +432,5 @@ def googlenet(num_classes=10):
 BUILDERS = {"lenet5": lenet5, "resnet18_cifar": resnet18_cifar, "resnet50_b": resnet50,
             "vgg16_bn_cifar": vgg16_bn_cifar, "mobilenet_v2": mobilenet_v2,
             "densenet121": densenet121, "googlenet": googlenet,
-            "resnext50_32x4d": resnext50_32x4d, "efficientnet_b0": efficientnet_b0}
+            "resnext50_32x4d": resnext50_32x4d, "efficientnet_b0": efficientnet_b0,
+            "efficientdet_d0": efficientdet_d0}
