@@ -9,7 +9,8 @@ operations trail, not only that it does::
 
 * minicnn: every ``Function``'s ``forward`` and ``backward`` is timed (their methods are
   wrapped, in the measuring process only), a convolution under the name of the algorithm
-  that ran (``Conv2d winograd``), and the optimizer's ``step``. What the step takes beyond
+  that ran (``Conv2d winograd``), and the optimizer's ``step``; where the batch is split
+  across threads, over every thread. What the step takes beyond
   their sum is **Python**: module calls, the graph, the backward loop, NumPy glue.
 * PyTorch: ``torch.profiler``'s self CPU time of each operator (``aten::mkldnn_convolution``);
   what the step takes beyond their sum is its own Python and dispatch.
@@ -121,9 +122,18 @@ def breakdown_minicnn(args):
         step()
     work.synchronize()
     total = time.perf_counter() - started
-    # inference splits the batch: every thread is busy for the whole step
-    busy = min(args.threads, args.batch) if args.mode == "inference" else 1
-    return report(plain, total, clock.seconds, args.repeat, busy)
+    return report(plain, total, clock.seconds, args.repeat, busy_threads(work, args))
+
+
+def busy_threads(work, args):
+    """Threads that each run the whole step: inference splits the batch across them, and
+    so does training where ``minicnn.split_training`` applies (LeNet-5); else one."""
+    from minicnn import split_training
+    if args.mode == "inference":
+        return min(args.threads, args.batch)
+    if split_training.split_reason(work.model, work.images.data, args.threads) is None:
+        return min(args.threads, args.batch // split_training.MIN_SAMPLES_PER_THREAD)
+    return 1
 
 
 def breakdown_torch(args):
@@ -150,8 +160,9 @@ def breakdown_torch(args):
 
 def report(plain_seconds, instrumented_seconds, seconds, repeat, threads=1):
     """ms per step: the plain median, the instrumented mean, and each operation's time,
-    summed over ``threads`` threads that each run the whole step (minicnn's inference:
-    the batch split across them) — so the shares are of ``threads`` × the step."""
+    summed over ``threads`` threads that each run the whole step (minicnn's inference, and
+    LeNet-5's training: the batch split across them) — so the shares are of ``threads`` ×
+    the step."""
     per_step = {name: 1e3 * s / repeat for name, s in seconds.items()}
     step_ms = 1e3 * instrumented_seconds / repeat
     per_step[PYTHON_GLUE] = max(0.0, threads * step_ms - sum(per_step.values()))

@@ -77,11 +77,11 @@ def training_loss(outputs, labels, cross_entropy):
 
 class Workload:
     """One row's network and data, ready to time: ``train_step()`` (forward, backward and
-    an SGD step on a fixed random batch), ``infer(model)`` (a forward under no_grad) and
-    ``synchronize()`` (waits for the GPU; nothing on the CPU)."""
+    an SGD step on the fixed random batch ``images``), ``infer(model)`` (a forward under
+    no_grad) and ``synchronize()`` (waits for the GPU; nothing on the CPU)."""
 
-    def __init__(self, model, train_step, infer, synchronize):
-        self.model, self.train_step, self.infer = model, train_step, infer
+    def __init__(self, model, images, train_step, infer, synchronize):
+        self.model, self.images, self.train_step, self.infer = model, images, train_step, infer
         self.synchronize = synchronize
 
 
@@ -116,7 +116,7 @@ def minicnn_workload(args):
     def infer(network):
         with no_grad():
             network(x)
-    return Workload(model, train_step, infer,
+    return Workload(model, x, train_step, infer,
                     cupy.cuda.Device().synchronize if cupy else (lambda: None))
 
 
@@ -180,7 +180,7 @@ def torch_workload(args):
     def infer(network):
         with torch.no_grad():
             network(x)
-    return Workload(model, train_step, infer,
+    return Workload(model, x, train_step, infer,
                     torch.cuda.synchronize if device == "cuda" else (lambda: None))
 
 

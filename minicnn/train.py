@@ -211,6 +211,12 @@ def train_step(model, optimizer, images, labels, label_smoothing=0.0, aux_weight
     (data parallel training averages the gradients there). Returns the loss as a float
     and the number of images classified correctly (for soft targets: whose most likely
     class is the target's most probable one).
+
+    A network whose samples never meet in training (no batch norm, no dropout: LeNet-5)
+    runs the batch in shares, one per core, each the whole forward and backward
+    (``minicnn.split_training``; ``split_reason`` says why another runs whole): LeNet-5's
+    training step at batch 64 / 128 / 256 went from 13.0k / 13.8k / 13.8k to 15.7k /
+    19.8k / 22.3k images/s on two cores (AMD EPYC, OpenBLAS SkylakeX kernels).
     """
     images = images if isinstance(images, Tensor) else Tensor(images)
     if images.requires_grad or split_reason(model, images.data) is not None:

@@ -153,3 +153,19 @@ def test_a_non_finite_split_loss_stops_before_the_update():
     for name, value in model.state_dict().items():
         np.testing.assert_array_equal(value, before[name], err_msg=name)
     assert all(p.grad is None for p in model.parameters())
+
+
+@needs_two_threads
+def test_an_error_in_one_block_returns_only_when_every_block_has_ended():
+    import time
+    finished = []
+
+    def block(first, last):
+        if first == 0:
+            raise ValueError("the first block fails at once")
+        time.sleep(0.2)
+        finished.append(first)
+
+    with pytest.raises(ValueError, match="fails at once"):
+        kernel_threads.over_blocks(block, 2, kernel_threads.MIN_WORK_PER_THREAD, threads=2)
+    assert finished == [1]

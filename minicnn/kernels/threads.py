@@ -59,7 +59,11 @@ def over_blocks(run_block, count, work_per_item, alone=False, threads=None):
         run = _on_one_thread(run_block) if alone else run_block
         others = [thread_pool().submit(run, bounds[b], bounds[b + 1])
                   for b in range(1, blocks)]
-        results = [run(bounds[0], bounds[1])]
+        try:
+            results = [run(bounds[0], bounds[1])]
+        except BaseException:
+            concurrent.futures.wait(others)     # no block left running behind an error
+            raise
         return results + [future.result() for future in others]
 
 
