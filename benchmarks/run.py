@@ -1,7 +1,10 @@
 """The benchmark suite: ``python -m benchmarks`` (or ``python benchmarks/run.py``).
 
 For every row — a network, an input size and a batch — it measures, each framework in a
-fresh subprocess of its own and the two alternating row by row:
+fresh subprocess of its own, the two alternating, ``--rounds`` times (default 3; the table
+gives the median of the rounds, the JSON every round's figure). One round per row was too
+few on a shared two-core machine: LeNet-5's ratio to PyTorch moved between 0.85 and 1.65
+from one run to the next, each framework's figure as much as 1.7× by itself:
 
 * training throughput (images/s; median of ≥ 5 timed steps after a warm-up step, min and
   max shown) and inference throughput;
@@ -29,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -144,6 +148,25 @@ def forward_flops(row):
     return table["total"]["flops"]
 
 
+def combine_rounds(results):
+    """One framework's rounds of a row as one result: each throughput the median of the
+    rounds' medians (their list kept as ``rounds``), its min and max over every timed step
+    of every round; the peak memory the largest; everything else the first round's. A
+    round that failed or was skipped stands for the row when no round succeeded."""
+    measured = [r for r in results if r and "train" in r]
+    if not measured:
+        return results[0]
+    combined = dict(measured[0])
+    for key in ("train", "inference", "inference_unfolded"):
+        if combined.get(key) is not None:
+            medians = [r[key]["median"] for r in measured]
+            combined[key] = dict(median=statistics.median(medians),
+                                 min=min(r[key]["min"] for r in measured),
+                                 max=max(r[key]["max"] for r in measured), rounds=medians)
+    combined["peak_rss_mb"] = max(r["peak_rss_mb"] for r in measured)
+    return combined
+
+
 def ratios(entry):
     """minicnn ÷ PyTorch for each throughput (> 1: minicnn is faster), peak memory too."""
     m, t = entry["minicnn"], entry.get("torch")
@@ -217,10 +240,15 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", help="only these networks (registry names)")
     parser.add_argument("--json", default=os.path.join(REPOSITORY, "benchmarks", "results",
                                                        "latest.json"))
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="times each row is measured, the frameworks alternating; the "
+                             "table gives the median of the rounds (default 3)")
     parser.add_argument("--skip-cold-start", action="store_true")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                         help="where both frameworks run (gpu: CuPy and PyTorch's CUDA)")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
 
     torch_python, torch_version = torch_interpreter(args.torch_python)
     if args.device == "gpu":
@@ -243,15 +271,20 @@ def main(argv=None):
         model, channels, size, batch, classes, _ = row
         entry = dict(model=model, input=f"{channels}×{size}×{size}", batch=batch,
                      classes=classes, flops=forward_flops(row))
-        entry["minicnn"] = run_worker(sys.executable, "minicnn", row, args.threads,
-                                      device=args.device)
-        if not torch_python:
-            entry["torch"] = None
-        elif model in WITHOUT_TORCH_TWIN:
-            entry["torch"] = {"skipped": "no torch.nn twin in benchmarks/torch_models.py"}
-        else:
-            entry["torch"] = run_worker(torch_python, "torch", row, args.threads,
-                                        device=args.device)
+        rounds = []
+        for _ in range(args.rounds):        # minicnn, PyTorch, minicnn, PyTorch, ...
+            measured = dict(minicnn=run_worker(sys.executable, "minicnn", row, args.threads,
+                                               device=args.device))
+            if not torch_python:
+                measured["torch"] = None
+            elif model in WITHOUT_TORCH_TWIN:
+                measured["torch"] = {"skipped": "no torch.nn twin in benchmarks/torch_models.py"}
+            else:
+                measured["torch"] = run_worker(torch_python, "torch", row, args.threads,
+                                               device=args.device)
+            rounds.append(measured)
+        entry["minicnn"] = combine_rounds([r["minicnn"] for r in rounds])
+        entry["torch"] = combine_rounds([r["torch"] for r in rounds])
         entry["ratio_minicnn_over_torch"] = ratios(entry)
         results.append(entry)
         print(f"  measured {model} batch {batch}", flush=True)

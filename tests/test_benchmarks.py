@@ -44,6 +44,19 @@ def test_ratios_are_minicnn_over_torch_and_absent_without_torch():
     assert "no twin" in table.splitlines()[1]
 
 
+def test_rounds_combine_as_the_median_of_their_medians_and_the_extremes_of_every_step():
+    rounds = [{"train": {"median": m, "min": m - 1, "max": m + 1},
+               "inference": {"median": 10 * m, "min": 10 * m, "max": 10 * m},
+               "peak_rss_mb": m, "params": 7} for m in (30.0, 10.0, 20.0)]
+    combined = run.combine_rounds(rounds + [{"error": "killed"}])
+    assert combined["train"] == {"median": 20.0, "min": 9.0, "max": 31.0,
+                                 "rounds": [30.0, 10.0, 20.0]}
+    assert combined["inference"]["median"] == 200.0
+    assert combined["peak_rss_mb"] == 30.0 and combined["params"] == 7
+    assert run.combine_rounds([{"error": "killed"}, {"error": "again"}]) == {"error": "killed"}
+    assert run.combine_rounds([None, None]) is None                    # PyTorch not installed
+
+
 def test_a_detectors_training_loss_reaches_every_output_map():
     maps = [Tensor(np.full((2, 3, 4, 4), float(k)), requires_grad=True) for k in range(4)]
     loss = training_loss((maps[:2], maps[2:]), None, F.cross_entropy)
