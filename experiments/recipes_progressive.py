@@ -27,7 +27,7 @@ import numpy as np
 import architectures
 from minicnn import optim
 from minicnn.data import DataLoader, mnist_datasets
-from minicnn.data.augment import RandAugment
+from minicnn.data.augment import RandAugment, scale_jitter
 from minicnn.data.cluttered import cluttered_mnist
 from minicnn.data.transforms import Compose, pipeline
 from minicnn.files import atomic_write
@@ -62,6 +62,19 @@ def train_one_epoch(loop, callback, epoch):
     return time.perf_counter() - wall, time.process_time() - cpu, float(np.mean(losses))
 
 
+class ScaleJitter:
+    """Each training image rescaled to a side S ~ U[size, ⌊(1 + extra)·size⌋] and cropped
+    back to ``size`` at random (VGG's scale jittering, ``augment.scale_jitter``): digits
+    then come in several sizes, as objects do in the photographs the paper trains on."""
+    random = True
+
+    def __init__(self, size, extra):
+        self.size, self.largest = size, int((1 + extra) * size)
+
+    def __call__(self, images, rng):
+        return scale_jitter(images, self.size, (self.size, self.largest), rng)
+
+
 def datasets(name, train_count, test_count, seed):
     train, test = mnist_datasets()
     train, test = train.subset(train_count, seed), test.subset(test_count, seed)
@@ -89,6 +102,9 @@ def main(argv=None):
                         help="batch norm's weight of the new statistics (the paper's 0.01 "
                              "needs thousands of steps before the running statistics that "
                              "evaluation uses are the trained ones)")
+    parser.add_argument("--scale-jitter", type=float, default=0.0, metavar="EXTRA",
+                        help="both arms: rescale each training image to S ~ U[size, "
+                             "(1 + EXTRA)·size] and crop it back (0: off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args(argv)
@@ -98,8 +114,9 @@ def main(argv=None):
     final = args.sizes[1]
     to_network = pipeline(train.images.shape[2], 1, final, 1, mean, std)
     randaugment = RandAugment(num_ops=2, magnitude=args.magnitude[0])
+    jitter = [ScaleJitter(final, args.scale_jitter)] if args.scale_jitter > 0 else []
     train_loader = DataLoader(train, args.batch_size, shuffle=True, drop_last=True,
-                              transform=Compose([randaugment] + to_network.transforms),
+                              transform=Compose([randaugment] + to_network.transforms + jitter),
                               seed=args.seed)
     test_loader = DataLoader(test, 250, transform=to_network)
 
