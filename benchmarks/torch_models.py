@@ -283,7 +283,9 @@ class FusionNode(nn.Module):
 
 
 def _bifpn_nodes(min_level=3, max_level=7):
-    """architectures.efficientdet.bifpn_nodes: (level, indices of the fused maps)."""
+    """architectures.efficientdet.bifpn_nodes: (level, indices of the fused maps). Copied,
+    not imported: this file runs in an interpreter that has torch and may lack minicnn's
+    own dependencies (Numba), which importing ``architectures`` would load."""
     maps_of = {level: [i] for i, level in enumerate(range(min_level, max_level + 1))}
     count, nodes = max_level - min_level + 1, []
     for level in range(max_level - 1, min_level - 1, -1):
