@@ -128,11 +128,12 @@ def breakdown_minicnn(args):
 def busy_threads(work, args):
     """Threads that each run the whole step: inference splits the batch across them, and
     so does training where ``minicnn.split_training`` applies (LeNet-5); else one."""
-    from minicnn import split_training
+    from minicnn import inference, split_training
+    from minicnn.kernels.threads import share_count
     if args.mode == "inference":
-        return min(args.threads, args.batch)
+        return share_count(args.batch, inference.MIN_SAMPLES_PER_THREAD, args.threads)
     if split_training.split_reason(work.model, work.images.data, args.threads) is None:
-        return min(args.threads, args.batch // split_training.MIN_SAMPLES_PER_THREAD)
+        return share_count(args.batch, split_training.MIN_SAMPLES_PER_THREAD, args.threads)
     return 1
 
 

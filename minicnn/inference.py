@@ -60,10 +60,9 @@ class BatchParallel(Module):
         data = x.data if isinstance(x, Tensor) else x
         if not self._may_split(data):
             return self.model(x)
-        outputs = kernel_threads.over_blocks(
+        outputs = kernel_threads.over_shares(
             lambda first, last: self.model(Tensor(data[first:last])), len(data),
-            kernel_threads.MIN_WORK_PER_THREAD // MIN_SAMPLES_PER_THREAD, alone=True,
-            threads=self.threads)
+            MIN_SAMPLES_PER_THREAD, self.threads)
         return concatenate(outputs)
 
     def _may_split(self, data):

@@ -52,9 +52,9 @@ def split_reason(model, images, threads=None):
         return "the batch is on the GPU"
     if _function_observers:
         return "a trace is recording every operation"
-    if len(images) < 2 * MIN_SAMPLES_PER_THREAD:
-        return f"a batch of {len(images)} is under {2 * MIN_SAMPLES_PER_THREAD} samples"
-    if min(threads or kernel_threads.thread_count(), kernel_threads.pool_size() + 1) < 2:
+    if kernel_threads.share_count(len(images), MIN_SAMPLES_PER_THREAD, threads) < 2:
+        if len(images) < 2 * MIN_SAMPLES_PER_THREAD:
+            return f"a batch of {len(images)} is under {2 * MIN_SAMPLES_PER_THREAD} samples"
         return "one thread"
     for name, module in model.named_modules():
         if module._forward_hooks:
@@ -83,9 +83,7 @@ def split_backward(images, loss_of, threads=None):
         finally:
             _share.active = False
 
-    shares = kernel_threads.over_blocks(
-        share, count, kernel_threads.MIN_WORK_PER_THREAD // MIN_SAMPLES_PER_THREAD,
-        alone=True, threads=threads)
+    shares = kernel_threads.over_shares(share, count, MIN_SAMPLES_PER_THREAD, threads)
     total = {}
     for _, _, gradients in shares:                 # share order: a fixed summation order
         for key, (leaf, gradient) in gradients.items():

@@ -221,23 +221,22 @@ def train_step(model, optimizer, images, labels, label_smoothing=0.0, aux_weight
     images = images if isinstance(images, Tensor) else Tensor(images)
     if images.requires_grad or split_reason(model, images.data) is not None:
         loss, logits = compute_loss(model(images), labels, label_smoothing, aux_weight)
-        value, scores = float(loss.item()), logits.data
-        if not math.isfinite(value):
-            raise NonFiniteLoss(value)
-        optimizer.zero_grad()
-        loss.backward()
+        value, scores, backward = float(loss.item()), logits.data, loss.backward
     else:       # the batch in shares, one per core (minicnn.split_training)
         def loss_of(share, first, last):
             loss, logits = compute_loss(model(share), labels[first:last], label_smoothing,
                                         aux_weight)
             return loss, logits.data
         value, scores, gradients = split_backward(images.data, loss_of)
-        if not math.isfinite(value):
-            raise NonFiniteLoss(value)
-        optimizer.zero_grad()
-        for leaf, gradient in gradients:
-            leaf._accumulate(gradient)
         scores = get_array_module(scores[0]).concatenate(scores)
+
+        def backward():                 # the shares' gradients, computed already
+            for leaf, gradient in gradients:
+                leaf._accumulate(gradient)
+    if not math.isfinite(value):
+        raise NonFiniteLoss(value)
+    optimizer.zero_grad()
+    backward()
     if after_backward is not None:
         after_backward()
     optimizer.step()

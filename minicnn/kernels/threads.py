@@ -50,8 +50,7 @@ def over_blocks(run_block, count, work_per_item, alone=False, threads=None):
     inference batch, ``minicnn.inference``), so each runs on its thread alone: BLAS
     single-threaded and every kernel it calls on that thread too.
     ``threads``: at most this many blocks (default: ``thread_count()``)."""
-    most = min(threads or thread_count(), pool_size() + 1)
-    blocks = max(1, min(most, count, (count * work_per_item) // MIN_WORK_PER_THREAD))
+    blocks = block_count(count, work_per_item, threads)
     if blocks == 1:
         return [run_block(0, count)]
     bounds = [count * b // blocks for b in range(blocks + 1)]
@@ -65,6 +64,29 @@ def over_blocks(run_block, count, work_per_item, alone=False, threads=None):
             concurrent.futures.wait(others)     # no block left running behind an error
             raise
         return results + [future.result() for future in others]
+
+
+def block_count(count, work_per_item, threads=None):
+    """How many blocks ``over_blocks`` cuts ``count`` items into."""
+    most = min(threads or thread_count(), pool_size() + 1)
+    return max(1, min(most, count, (count * work_per_item) // MIN_WORK_PER_THREAD))
+
+
+def over_shares(run_share, count, min_per_share, threads=None):
+    """``over_blocks`` for whole pipelines (``alone``): the batch of ``count`` samples in
+    one share per thread, each of at least ``min_per_share`` samples (a thread runs every
+    operation's Python, so a share must bring enough arithmetic to pay for it)."""
+    return over_blocks(run_share, count, _work_per_sample(min_per_share), alone=True,
+                       threads=threads)
+
+
+def share_count(count, min_per_share, threads=None):
+    """How many shares ``over_shares`` cuts ``count`` samples into."""
+    return block_count(count, _work_per_sample(min_per_share), threads)
+
+
+def _work_per_sample(min_per_share):
+    return MIN_WORK_PER_THREAD // min_per_share      # min_per_share samples fill one share
 
 
 def _on_one_thread(run_block):
