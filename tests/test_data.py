@@ -604,6 +604,10 @@ def test_dataset_statistics_and_subset():
     scaled = images / 255.0
     np.testing.assert_allclose(mean, scaled.mean(axis=(0, 2, 3)), rtol=1e-12)
     np.testing.assert_allclose(std, scaled.std(axis=(0, 2, 3)), rtol=1e-9)
+    large = rng.integers(0, 256, (9, 2, 1024, 1024), dtype=np.uint8)   # sums over 3 chunks
+    mean, std = ArrayDataset(large, np.zeros(9, int), ("a",)).channel_statistics()
+    np.testing.assert_allclose(mean, large.mean(axis=(0, 2, 3)) / 255, rtol=1e-12)
+    np.testing.assert_allclose(std, large.std(axis=(0, 2, 3)) / 255, rtol=1e-9)
     part = data.subset(10, seed=3)
     assert len(part) == 10 and len(data.subset(10, seed=3)) == 10
     np.testing.assert_array_equal(part.images, data.subset(10, seed=3).images)
