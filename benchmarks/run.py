@@ -18,8 +18,9 @@ from one run to the next, each framework's figure as much as 1.7× by itself:
   that has it, or install it beside minicnn), the same network written in ``torch.nn``
   (benchmarks/torch_models.py), at the same thread count, and the ratio minicnn / PyTorch.
 
-Then the Numba cold-start cost (first training step with an empty and with a warm kernel
-cache) and the time ``python -m architectures.lenet5 --help`` takes to answer.
+Then the Numba cold-start cost (the first training step with an empty kernel cache, once
+compiling as it goes and once compiled ahead on every core as the command line does, and
+with a warm cache) and the time ``python -m architectures.lenet5 --help`` takes to answer.
 
 Results go to the terminal and to a JSON file (``--json``, default
 benchmarks/results/latest.json): every row's figures and its ratios to PyTorch
@@ -110,12 +111,12 @@ def thread_environment(threads, extra=None):
 
 
 def run_worker(python, framework, row, threads, repeat=None, extra_env=None, timeout=900,
-               device="cpu"):
+               device="cpu", extra_args=()):
     model, channels, size, batch, classes, default_repeat = row
     command = [python, "-m", "benchmarks.worker", "--framework", framework, "--model", model,
                "--batch", str(batch), "--size", str(size), "--channels", str(channels),
                "--classes", str(classes), "--repeat", str(repeat or default_repeat),
-               "--threads", str(threads), "--device", device]
+               "--threads", str(threads), "--device", device, *extra_args]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPOSITORY,
                             env=thread_environment(threads, extra_env), timeout=timeout)
     if result.returncode != 0:
@@ -182,17 +183,23 @@ def ratios(entry):
 
 
 def cold_start(python, threads):
-    """First LeNet-5 training step with an empty Numba cache, then with the cache warm."""
+    """First LeNet-5 training step with an empty Numba cache — compiling as it goes, and
+    compiled ahead on every core as the command line does (``minicnn.warm``) — then with
+    the cache warm."""
     row = ("lenet5", 1, 28, 128, 10, 1)
     with tempfile.TemporaryDirectory() as cache:
         env = {"NUMBA_CACHE_DIR": cache}
         empty = run_worker(python, "minicnn", row, threads, repeat=1, extra_env=env)
         warm = run_worker(python, "minicnn", row, threads, repeat=1, extra_env=env)
+    with tempfile.TemporaryDirectory() as cache:
+        ahead = run_worker(python, "minicnn", row, threads, repeat=1,
+                           extra_env={"NUMBA_CACHE_DIR": cache}, extra_args=["--compile-ahead"])
     started = time.perf_counter()
     subprocess.run([python, "-m", "architectures.lenet5", "--help"], capture_output=True,
                    cwd=REPOSITORY, env=thread_environment(threads))
     help_seconds = time.perf_counter() - started
     return dict(first_step_empty_cache_s=empty.get("first_step_seconds"),
+                first_step_compiled_ahead_s=ahead.get("first_step_seconds"),
                 first_step_warm_cache_s=warm.get("first_step_seconds"),
                 help_seconds=help_seconds)
 
@@ -296,7 +303,9 @@ def main(argv=None):
         report["cold_start"] = cold_start(sys.executable, args.threads)
         c = report["cold_start"]
         print(f"\nNumba cold start, first LeNet-5 training step (batch 128): empty cache "
-              f"{_fmt(c['first_step_empty_cache_s'], '.2f')} s, warm cache "
+              f"{_fmt(c['first_step_empty_cache_s'], '.2f')} s, compiled ahead on every core "
+              f"(minicnn.warm, as the command line does) "
+              f"{_fmt(c['first_step_compiled_ahead_s'], '.2f')} s, warm cache "
               f"{_fmt(c['first_step_warm_cache_s'], '.2f')} s; "
               f"`python -m architectures.lenet5 --help`: {c['help_seconds']:.2f} s")
     os.makedirs(os.path.dirname(args.json), exist_ok=True)

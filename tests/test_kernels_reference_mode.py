@@ -19,7 +19,7 @@ import architectures
 import minicnn.kernels
 from minicnn import Tensor, functional as F
 from minicnn.functional.dropout import manual_seed
-from minicnn.kernels.registry import KERNELS, current_mode, kernel_mode
+from minicnn.kernels.registry import KERNELS, current_mode, kernel_mode, thread_kernel_mode
 
 
 def _load_every_kernel_module():
@@ -57,6 +57,26 @@ def test_the_mode_picks_the_version():
         assert kernel.version(on_gpu=True) is kernel.reference
     with pytest.raises(ValueError, match="expected one of fast, reference, got 'slow'"):
         with kernel_mode("slow"):
+            pass
+
+
+def test_a_thread_can_run_reference_kernels_while_the_others_stay_fast():
+    import threading
+    seen = {}
+    with thread_kernel_mode("reference"):
+        assert current_mode() == "reference"
+        assert KERNELS["im2col"].version(on_gpu=False) is KERNELS["im2col"].reference
+        other = threading.Thread(target=lambda: seen.update(mode=current_mode()))
+        other.start()
+        other.join()
+    assert seen["mode"] == "fast" and current_mode() == "fast"
+    with kernel_mode("reference"):                  # the process's mode reaches every thread
+        other = threading.Thread(target=lambda: seen.update(mode=current_mode()))
+        other.start()
+        other.join()
+    assert seen["mode"] == "reference"
+    with pytest.raises(ValueError, match="thread_kernel_mode: expected one of fast, reference"):
+        with thread_kernel_mode("slow"):
             pass
 
 

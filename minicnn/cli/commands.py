@@ -226,8 +226,10 @@ def start_compiling(run):
         return None
     import architectures
     from minicnn.warm import warm_up
+    # (no helper processes under MPI, whose transports can break in a forked child)
     return warm_up(lambda: architectures.create(run.architecture, in_channels=channels),
-                   (channels, int(run.input_size), int(run.input_size)))
+                   (channels, int(run.input_size), int(run.input_size)),
+                   helpers=0 if run.args.distributed else None)
 
 
 def load_data(run):

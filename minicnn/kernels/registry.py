@@ -21,6 +21,7 @@ The registry (``KERNELS``) is also what the tests walk: every kernel's ``numba``
 """
 import contextlib
 import os
+import threading
 
 from minicnn.backend import device_of
 
@@ -35,27 +36,46 @@ def _mode_from_environment():
 
 
 _mode = _mode_from_environment()
+# One thread's own mode, over the process's (``thread_kernel_mode``): the warm-up thread
+# traces a network in reference mode while the main thread's kernels stay fast.
+_this_thread = threading.local()
 
 #: every registered kernel, by name
 KERNELS = {}
 
 
 def current_mode():
-    """``"fast"`` or ``"reference"``: which versions kernels run now."""
-    return _mode
+    """``"fast"`` or ``"reference"``: which versions kernels run now (in this thread)."""
+    return getattr(_this_thread, "mode", None) or _mode
 
 
 @contextlib.contextmanager
 def kernel_mode(mode):
-    """Inside the block, run every kernel in ``mode`` (``"fast"`` or ``"reference"``)."""
+    """Inside the block, run every kernel in ``mode`` (``"fast"`` or ``"reference"``), in
+    every thread (the threads a batch is split over run the same versions)."""
     global _mode
-    if mode not in MODES:
-        raise ValueError(f"kernel_mode: expected one of {', '.join(MODES)}, got {mode!r}")
+    _check_mode(mode, "kernel_mode")
     previous, _mode = _mode, mode
     try:
         yield
     finally:
         _mode = previous
+
+
+@contextlib.contextmanager
+def thread_kernel_mode(mode):
+    """Like ``kernel_mode``, for the calling thread only; other threads keep theirs."""
+    _check_mode(mode, "thread_kernel_mode")
+    previous, _this_thread.mode = getattr(_this_thread, "mode", None), mode
+    try:
+        yield
+    finally:
+        _this_thread.mode = previous
+
+
+def _check_mode(mode, caller):
+    if mode not in MODES:
+        raise ValueError(f"{caller}: expected one of {', '.join(MODES)}, got {mode!r}")
 
 
 class Kernel:
@@ -72,7 +92,7 @@ class Kernel:
 
     def version(self, on_gpu):
         """The function that runs for an array on the GPU (``on_gpu``) or the CPU."""
-        if _mode == "reference":
+        if current_mode() == "reference":
             return self.reference
         fast = self.cuda if on_gpu else self.numba
         return fast if fast is not None else self.reference
