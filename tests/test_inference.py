@@ -8,7 +8,7 @@ import pytest
 
 import architectures
 from minicnn import Tensor, nn, no_grad
-from minicnn.inference import BatchParallel, concatenate, deploy
+from minicnn.inference import BatchParallel, concatenate, deploy, pool_before_activation
 from minicnn.kernels import threads as kernel_threads
 
 
@@ -92,6 +92,40 @@ def test_deploy_folds_batch_norm_and_matches_the_eval_model():
     x = images(6)
     with no_grad():
         np.testing.assert_allclose(deployed(x).data, model(x).data, rtol=1e-4, atol=1e-4)
+
+
+class Custom(nn.Sequential):
+    def forward(self, x):                          # not in order: must be left alone
+        return self[1](self[0](x))
+
+
+def test_max_pooling_moves_before_a_never_decreasing_activation_exactly():
+    def net():
+        return nn.Sequential(
+            nn.Conv2d(3, 4, 3), nn.ReLU(), nn.MaxPool2d(3, 2, padding=1, ceil_mode=True),
+            nn.LeakyReLU(0.1), nn.MaxPool2d(2), nn.ReLU6(), nn.MaxPool2d(2),
+            nn.SiLU(), nn.MaxPool2d(1),            # SiLU dips below zero: it stays
+            nn.LeakyReLU(-0.5), nn.MaxPool2d(1),   # decreasing on one side: it stays
+            Custom(nn.ReLU(), nn.MaxPool2d(1)))
+    original, moved = net().eval(), net().eval()
+    moved.load_state_dict(original.state_dict())
+    assert pool_before_activation(moved) == 3
+    kinds = [type(m).__name__ for m in moved._modules.values()]
+    assert kinds == ["Conv2d", "MaxPool2d", "ReLU", "MaxPool2d", "LeakyReLU", "MaxPool2d",
+                     "ReLU6", "SiLU", "MaxPool2d", "LeakyReLU", "MaxPool2d", "Custom"]
+    assert [type(m).__name__ for m in moved[-1]._modules.values()] == ["ReLU", "MaxPool2d"]
+    x = images(5, side=21) * 3.0
+    with no_grad():
+        np.testing.assert_array_equal(moved(x).data, original(x).data)
+
+
+def test_deploy_moves_lenets_pools_and_answers_as_the_model():
+    model = architectures.create("lenet5", num_classes=10, in_channels=1).eval()
+    deployed = deploy(model, input_size=28, in_channels=1, threads=1)
+    assert deployed.pools_moved == 2
+    x = images(8, channels=1, side=28)
+    with no_grad():
+        np.testing.assert_array_equal(deployed(x).data, model(x).data)
 
 
 def test_concatenate_joins_arrays_along_the_batch():

@@ -1,7 +1,8 @@
 """Activation functions: y = f(x) elementwise, gx = gy · f'(x).
 
 Each backward uses whatever is cheapest to keep: the output where f' is a function of
-y (sigmoid, tanh), a boolean mask where f' is piecewise constant (ReLU family).
+y (sigmoid, tanh), a boolean mask where f' is piecewise constant (ReLU family) — and
+only when a backward can run (``self.records``): inference computes no mask.
 """
 from minicnn.backend import get_array_module
 from minicnn.tensor import Function
@@ -12,7 +13,8 @@ class ReLU(Function):
     """y = max(x, 0);   gx = gy · [x > 0]."""
     def forward(self, x):
         _check_float("relu", x)
-        self.save_for_backward(x > 0)
+        if self.records:                  # inference keeps no mask: one pass less
+            self.save_for_backward(x > 0)
         return get_array_module(x).maximum(x, 0, dtype=x.dtype)
 
     def backward(self, gy):
@@ -24,7 +26,8 @@ class ReLU6(Function):
     """y = min(max(x, 0), 6);   gx = gy · [0 < x < 6]  (MobileNet's bounded ReLU)."""
     def forward(self, x):
         _check_float("relu6", x)
-        self.save_for_backward((x > 0) & (x < 6))
+        if self.records:
+            self.save_for_backward((x > 0) & (x < 6))
         return get_array_module(x).clip(x, 0, 6)
 
     def backward(self, gy):
@@ -115,7 +118,8 @@ class HardSigmoid(Function):
     """y = relu6(x + 3) / 6;   gx = gy / 6 on −3 < x < 3, else 0  (MobileNetV3)."""
     def forward(self, x):
         _check_float("hard_sigmoid", x)
-        self.save_for_backward((x > -3) & (x < 3))
+        if self.records:
+            self.save_for_backward((x > -3) & (x < 3))
         return get_array_module(x).clip(x + 3, 0, 6) / 6
 
     def backward(self, gy):

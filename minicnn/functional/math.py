@@ -85,7 +85,8 @@ class Maximum(Function):
     def forward(self, a, b):
         _check_broadcastable("maximum", a, b)
         self.shapes = a.shape, b.shape
-        self.save_for_backward(a >= b)
+        if self.records:
+            self.save_for_backward(a >= b)
         return get_array_module(a).maximum(a, b)
 
     def backward(self, gy):
@@ -250,7 +251,8 @@ class Clip(Function):
         self.low, self.high = low, high
 
     def forward(self, x):
-        self.save_for_backward((x >= self.low) & (x <= self.high))
+        if self.records:
+            self.save_for_backward((x >= self.low) & (x <= self.high))
         return get_array_module(x).clip(x, self.low, self.high)
 
     def backward(self, gy):
