@@ -72,11 +72,11 @@ def test_grouped_weight_gradient_alone_for_a_first_layer():
 
 
 def test_chooser_sends_grouped_layers_to_grouped_and_depthwise_to_depthwise():
-    x = Tensor(np.zeros((2, 128, 8, 8), np.float32), requires_grad=True)
-    resnext = Tensor(np.zeros((128, 4, 3, 3), np.float32))       # 32 groups of 4
-    depthwise = Tensor(np.zeros((128, 1, 3, 3), np.float32))
+    x = Tensor(np.zeros((2, 256, 8, 8), np.float32), requires_grad=True)
+    resnext = Tensor(np.zeros((256, 8, 3, 3), np.float32))       # 32 groups of 8
+    depthwise = Tensor(np.zeros((256, 1, 3, 3), np.float32))     # (narrower: test_direct.py)
     assert F.conv2d(x, resnext, padding=1, groups=32).creator.path == "grouped"
-    assert F.conv2d(x, depthwise, padding=1, groups=128).creator.path == "depthwise"
+    assert F.conv2d(x, depthwise, padding=1, groups=256).creator.path == "depthwise"
     with kernel_mode("reference"):
         assert F.conv2d(x, resnext, padding=1, groups=32).creator.path == "im2col"
 

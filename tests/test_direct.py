@@ -15,15 +15,16 @@ from tests.test_conv import conv2d_loops
 
 @st.composite
 def direct_problems(draw):
-    """Stride-1, one-group convolutions (what the Numba kernels compute): any padding,
-    dilation and rectangular kernel, one to four input channels."""
+    """Stride-1 convolutions (what the Numba kernels compute): any padding, dilation and
+    rectangular kernel, one to three groups of one to four input channels each."""
     kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
     dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
     ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
     h = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 9))
     w = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 9))
-    n, channels, out_channels = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 7))
-    geometry = ConvGeometry((n, h, w, channels), (kh, kw), (1, 1), (ph, pw), (dh, dw), 1,
+    n, groups = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    channels, out_channels = groups * draw(st.integers(1, 4)), groups * draw(st.integers(1, 5))
+    geometry = ConvGeometry((n, h, w, channels), (kh, kw), (1, 1), (ph, pw), (dh, dw), groups,
                             out_channels)
     return geometry, draw(st.integers(0, 2 ** 16))
 
@@ -31,7 +32,7 @@ def direct_problems(draw):
 def _arrays(geometry, seed, dtype):
     g, rng = geometry, np.random.default_rng(seed)
     x = rng.standard_normal((g.N, g.H, g.W, g.C)).astype(dtype)
-    w_taps = rng.standard_normal((g.KH, g.KW, g.C, g.CO)).astype(dtype)
+    w_taps = rng.standard_normal((g.KH, g.KW, g.C // g.G, g.CO)).astype(dtype)
     gy = rng.standard_normal((g.N, g.OH, g.OW, g.CO)).astype(dtype)
     return x, w_taps, gy
 
@@ -60,17 +61,18 @@ def test_numba_kernels_equal_reference(dtype, problem):
 def test_reference_equals_the_definition(problem):
     g, seed = problem
     x, w_taps, _ = _arrays(g, seed, np.float64)
-    weight = w_taps.transpose(3, 2, 0, 1)                      # (CO, C, KH, KW)
+    weight = w_taps.transpose(3, 2, 0, 1)                      # (CO, C/G, KH, KW)
     expected = conv2d_loops(x.transpose(0, 3, 1, 2), weight, None, (1, 1), (g.PH, g.PW),
-                            (g.DH, g.DW), 1)
+                            (g.DH, g.DW), g.G)
     np.testing.assert_allclose(direct.forward_reference(x, w_taps, g).transpose(0, 3, 1, 2),
                                expected, rtol=1e-12, atol=1e-12)
 
 
-def test_gradients_are_the_adjoints_of_forward():
+@pytest.mark.parametrize("groups", [1, 2])
+def test_gradients_are_the_adjoints_of_forward(groups):
     """<forward(x), gy> = <x, gx(gy)> = <w, gw(gy)>: the two backward kernels are the
     transposes of the forward's linear maps in x and in w."""
-    g = ConvGeometry((3, 8, 7, 2), (3, 4), (1, 1), (1, 2), (2, 1), 1, 5)
+    g = ConvGeometry((3, 8, 7, 2 * groups), (3, 4), (1, 1), (1, 2), (2, 1), groups, 5 * groups)
     x, w_taps, gy = _arrays(g, 7, np.float64)
     y_dot_gy = np.vdot(direct.forward_numba(x, w_taps, g), gy)
     assert np.isclose(y_dot_gy, np.vdot(x, direct.backward_input_numba(gy, w_taps, g)))
@@ -111,6 +113,19 @@ def test_chooser_takes_direct_for_a_one_channel_layer_and_im2col_for_many_channe
     assert strided.creator.path == "im2col"
     with pytest.raises(ValueError, match="conv_algorithm='direct' cannot compute"):
         F.conv2d(x1, w1, stride=2, conv_algorithm="direct")
+
+
+@pytest.mark.parametrize("channels, side, stride, path", [
+    (128, 16, 1, "direct"),     # 4 channels per group, runs of 286: im2col's runs are short
+    (96, 8, 1, "direct"),
+    (128, 4, 1, "grouped"),     # runs of 22
+    (256, 16, 1, "grouped"),    # 8 per group: im2col's runs pay
+    (128, 16, 2, "grouped"),    # direct is stride 1 only
+])
+def test_chooser_takes_direct_for_narrow_groups_on_large_planes(channels, side, stride, path):
+    x = Tensor(np.zeros((2, channels, side, side), np.float32))
+    w = Tensor(np.zeros((channels, channels // 32, 3, 3), np.float32), requires_grad=True)
+    assert F.conv2d(x, w, stride=stride, padding=1, groups=32).creator.path == path
 
 
 def test_lenet_first_layer_float32_matches_im2col_forward_and_backward():

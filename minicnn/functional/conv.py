@@ -36,10 +36,11 @@ faster for some shapes; each is a small class with the same four members (``name
                     KH·KW values per output to multiply each by one weight.
 * ``Winograd``      (CPU) stride-1 3×3 with many channels: F(4×4, 3×3), 36 GEMMs with a
                     quarter of im2col's multiplications (kernels/winograd.py derives it).
-* ``Direct``        (CPU) stride 1, few input channels: no column matrix; each tap is
-                    one multiply-add of contiguous runs (kernels/direct.py).
-* ``Grouped``       (CPU) G > 1, not depthwise (ResNeXt): im2col + one batched GEMM over
-                    the groups, a sub-batch at a time, every GEMM operand contiguous.
+* ``Direct``        (CPU) stride 1, few input channels, or few per group on large planes
+                    (ResNeXt's first stage): no column matrix; each tap is one
+                    multiply-add of contiguous runs (kernels/direct.py).
+* ``Grouped``       (CPU) the other G > 1, not depthwise (ResNeXt): im2col + one batched
+                    GEMM over the groups, a sub-batch at a time, every operand contiguous.
 
 An algorithm's ``forward(ctx, x, w)`` and ``backward(ctx, gy, need_x, need_w)`` receive the
 ``Conv2d`` Function as ``ctx``: forward keeps what its backward needs with
@@ -483,9 +484,11 @@ def sample_blocks(N, per_sample_bytes, budget):
 
 
 class Direct:
-    """Stride 1, one group, few input channels (a grayscale stem, LeNet-5's first layer):
-    a direct loop with no column matrix (kernels/direct.py). Weights as taps, w_taps
-    (KH, KW, C, CO) — im2col's wmat reshaped, so the backward is the same three formulas::
+    """Stride 1, few input channels or few per group (a grayscale stem, LeNet-5's first
+    layer, ResNeXt's early grouped layers): a direct loop with no column matrix
+    (kernels/direct.py). Weights as taps, w_taps (KH, KW, C/G, CO) — im2col's wmat with the
+    groups' output channels side by side — so the backward is the same three formulas,
+    group by group::
 
         y = Σ_taps window(x) @ w_taps[i, j]     gw_taps[i, j] = window(x)ᵀ @ gy
                                                 gx = Σ_taps (gy @ w_taps[i, j]ᵀ) back under the window
@@ -494,13 +497,12 @@ class Direct:
 
     @staticmethod
     def applies(geometry, device):
-        g = geometry
-        return g.G == 1 and (g.SH, g.SW) == (1, 1)
+        return (geometry.SH, geometry.SW) == (1, 1)
 
     @staticmethod
     def forward(ctx, x, w):
         g = ctx.geometry
-        w_taps = weight_matrix(w, g)[0].reshape(g.KH, g.KW, g.C, g.CO)
+        w_taps = _weight_taps(w)
         ctx.save_for_backward(x, w_taps)
         return direct.direct_forward(x, w_taps, g)
 
@@ -511,9 +513,14 @@ class Direct:
         gx = direct.direct_backward_input(gy, w_taps, g) if need_x else None
         gw = None
         if need_w:
-            gw_taps = direct.direct_backward_weight(gy, x, g)          # (KH, KW, C, CO)
-            gw = weight_from_matrix(gw_taps.reshape(1, g.K, g.CO), g)
+            gw_taps = direct.direct_backward_weight(gy, x, g)     # (KH, KW, C/G, CO)
+            gw = get_array_module(gw_taps).ascontiguousarray(gw_taps.transpose(3, 2, 0, 1))
         return gx, gw
+
+
+def _weight_taps(w):
+    """w (CO, C/G, KH, KW) -> w_taps (KH, KW, C/G, CO), contiguous."""
+    return get_array_module(w).ascontiguousarray(w.transpose(2, 3, 1, 0))
 
 
 # ============================================================================ choosing one
@@ -569,6 +576,21 @@ WINOGRAD_MAX_RATIO = 0.75
 # dropped) took 134, 29, 24, 16 ms where Grouped took 107, 23, 16, 15 in the same run: with
 # 4 to 32 channels per group its inner loops are too short to vectorize. (2 cores shared
 # with other jobs: compare within a run only.)
+#
+# ... except where Direct's runs are long and the groups narrow: Direct (the planes of
+# kernels/direct.py, whose inner loop is a run along an output plane, not along a group's
+# channels) for stride-1 grouped layers with at most GROUPED_DIRECT_MAX_CHANNELS input
+# channels per group and output planes of at least GROUPED_DIRECT_MIN_RUN values
+# (``direct.run_length``). There im2col copies C/G floats at a time and its loops cost
+# more than the GEMM. Grouped → Direct, 32 groups, forward + backward at batch 16 on two
+# threads (inference: batch 8, one thread), ms, one run: C = 128 (4 per group) at 16×16
+# 20.1 → 6.8 (4.05 → 1.51), 32×32 at batch 4 16.0 → 7.0, 12×12 7.9 → 4.2, 8×8 3.3 → 2.5
+# (1.00 → 0.58), but 4×4 (runs of 22) 1.2 → 1.5; C = 64 and 96 (2 and 3 per group) 3.7–
+# 5.6× faster from 8×8 up; C = 256 (8 per group) 16×16 22.5 → 21.4 but 28×28 13.1 → 14.9
+# and 8×8 4.9 → 8.0 (inference 0.85, 0.96 and 0.46×): 8 per group is where im2col's runs
+# start to pay. ResNeXt-50 32×4d on 64×64 input: its first stage (16×16, 128 channels).
+GROUPED_DIRECT_MAX_CHANNELS = 4
+GROUPED_DIRECT_MIN_RUN = 64
 
 # Direct convolution (CPU) where a kernel row holds fewer than DIRECT_MAX_RUN input values
 # (KW·C: LeNet-5's first layer, 5). Forward, one thread, batch 64, LeNet-5's first layer:
@@ -602,7 +624,10 @@ def choose_algorithm(geometry, device, requested=None):
         return Im2colGemm                     # the textbook, for reading and as the truth
     if g.G == g.C > 1:                        # (one channel is a dense convolution)
         return Depthwise
-    if device == "cpu" and g.G > 1:           # (the measurement: above, "Grouped")
+    if device == "cpu" and g.G > 1:           # (the measurements: above, "Grouped")
+        if (Direct.applies(g, device) and g.Cg <= GROUPED_DIRECT_MAX_CHANNELS
+                and direct.run_length(g) >= GROUPED_DIRECT_MIN_RUN):
+            return Direct
         return Grouped
     if (device == "cpu" and Winograd.applies(g, device)
             and min(g.C, g.CO) >= WINOGRAD_MIN_CHANNELS
