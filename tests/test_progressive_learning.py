@@ -201,3 +201,17 @@ def test_fit_trains_each_epoch_at_its_stage_and_evaluates_at_the_final_size():
                              (2, 24, 0.2), (2, 24, 0.2)]
     assert len(history) == 3 and history[-1]["test_accuracy"] is not None
     assert len(lines) == 3 and "size 16" in lines[1]
+
+
+def test_a_3x3_convolution_on_a_1x1_map_learns_nothing_off_its_centre():
+    """Why progressive learning on tiny images fails (experiments/untrained_taps.py): a
+    3×3 convolution whose input is 1×1 gets no gradient at its eight off-centre taps."""
+    from experiments.untrained_taps import untrained_taps
+
+    def network():
+        nn.init.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(),
+                             nn.Conv2d(4, 4, 3, padding=1), nn.GlobalAvgPool2d(),
+                             nn.Flatten(), nn.Linear(4, 10))
+    assert untrained_taps(network(), 2) == (1, 2)       # the second runs at 1×1
+    assert untrained_taps(network(), 4) == (0, 2)       # at 2×2 every tap is read
