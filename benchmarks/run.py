@@ -1,10 +1,14 @@
 """The benchmark suite: ``python -m benchmarks`` (or ``python benchmarks/run.py``).
 
 For every row — a network, an input size and a batch — it measures, each framework in a
-fresh subprocess of its own, the two alternating, ``--rounds`` times (default 3; the table
+fresh subprocess of its own, the two alternating, ``--rounds`` times (default 5; the table
 gives the median of the rounds, the JSON every round's figure). One round per row was too
 few on a shared two-core machine: LeNet-5's ratio to PyTorch moved between 0.85 and 1.65
-from one run to the next, each framework's figure as much as 1.7× by itself:
+from one run to the next, each framework's figure as much as 1.7× by itself. Three were
+too few as well: on the virtual machine these figures come from, a fresh process runs
+at one of two speeds about 1.35× apart and keeps it (ResNet-18's training rounds in one
+run: 64.0, 46.2, 46.4 images/s; the same code's user CPU time for the same steps rose by
+as much), so the median of three can be two slow draws:
 
 * training throughput (images/s; median of ≥ 5 timed steps after a warm-up step, min and
   max shown) and inference throughput;
@@ -247,9 +251,9 @@ def main(argv=None):
     parser.add_argument("--only", nargs="*", help="only these networks (registry names)")
     parser.add_argument("--json", default=os.path.join(REPOSITORY, "benchmarks", "results",
                                                        "latest.json"))
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=5,
                         help="times each row is measured, the frameworks alternating; the "
-                             "table gives the median of the rounds (default 3)")
+                             "table gives the median of the rounds (default 5)")
     parser.add_argument("--skip-cold-start", action="store_true")
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
                         help="where both frameworks run (gpu: CuPy and PyTorch's CUDA)")
