@@ -53,7 +53,8 @@ def test_the_benchmark_worker_measures_a_gpu_step_on_the_emulated_gpu():
     import argparse
     from benchmarks import worker
     args = argparse.Namespace(model="lenet5", batch=2, size=28, channels=1, classes=10,
-                              repeat=2, warmup=1, threads=1, device="gpu")
+                              repeat=2, warmup=1, threads=1, device="gpu",
+                              compile_ahead=False)
     with emulated_gpu():
         result = worker.run_minicnn(args)
     assert result["device"] == "gpu" and result["params"] == 44_426
