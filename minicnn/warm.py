@@ -27,8 +27,8 @@ It works in three steps, in a background thread:
 The kernels compile per element type and array layout, not per size, so the tiny batch
 compiles what the real one will run: float32 on the CPU, with gradients for the
 parameters and activations but not the images (as in training). Where there is no
-``fork`` (Windows, macOS), where the cores are one, or with ``helpers=0``, the thread does
-step 3 alone. A call the main thread makes meanwhile waits for the compilation in
+``fork`` (Windows, macOS), where the cores are one, where other threads already run, or
+with ``helpers=0``, the thread does step 3 alone. A call the main thread makes meanwhile waits for the compilation in
 progress (Numba compiles under one lock) and never compiles twice.
 
 Nothing of the caller's state is touched: the network is built with the weight
@@ -54,7 +54,8 @@ def warm_up(network, input_shape, dtype=np.float32, helpers=None):
     ``network`` is a Module (deep-copied here) or a function of no arguments that builds
     one (called here, in the calling thread, without consuming the initializer's random
     numbers). ``helpers`` is the number of helper processes that compile beside the thread
-    (default: one per further core, at most ``MAX_HELPERS``; 0 where fork is missing).
+    (default: one per further core, at most ``MAX_HELPERS``; none where fork is missing
+    or another thread runs in this process, whose locks a forked child could inherit held).
     Errors inside the thread are kept on the thread as ``.error`` and otherwise ignored:
     the first real step will raise them where the user can see them. ``.taken_by`` lists,
     once joined, which worker compiled each group (0 the thread, 1… the helpers).
@@ -89,6 +90,9 @@ def _helper_count(requested):
     if (sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods()
             or numba.config.DISABLE_JIT or current_mode() == "reference"):
         return 0          # fork is missing or unsafe here, or there is nothing to compile
+    if threading.active_count() > 1:
+        return 0          # another thread could hold a lock (Numba compiles under one) that
+        #                   a forked child would wait for forever
     if requested is not None:
         return requested
     return max(0, min(len(os.sched_getaffinity(0)) - 1, MAX_HELPERS))
@@ -98,8 +102,8 @@ class SharedGroups:
     """The groups' shared counter and who-took-what table, and the helper processes.
 
     The helpers are forked here, in the caller's thread, before the warm-up thread
-    starts: a fork copies only the forking thread, so no lock can be caught held by
-    another of ours. Each helper traces the network itself (the trace is deterministic,
+    starts, and only when it is the process's one thread: a fork copies only the forking
+    thread, so no lock can be caught held by another. Each helper traces the network itself (the trace is deterministic,
     so its list is the thread's list) and takes groups until none is left.
     """
 

@@ -120,3 +120,20 @@ def test_a_helper_process_compiles_groups_the_main_process_then_loads_from_the_c
     assert sorted(set(report["taken_by"])) == [0, 1] and len(report["taken_by"]) == 6
     assert report["hits"] >= 1              # at least one kernel came from the helper
     assert result.stderr == ""              # a helper says nothing
+
+
+def test_no_helper_is_forked_while_another_thread_runs():
+    """A fork copies only the forking thread: a lock another thread holds (Numba compiles
+    under one) would stay held in the child forever. With a second thread alive the
+    thread compiles alone, even when a helper is asked for."""
+    import threading
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        warming = warm_up(_lenet(), (1, 28, 28), helpers=1)
+        warming.join(timeout=600)
+    finally:
+        release.set()
+        other.join()
+    assert warming.error is None and warming.taken_by == []
