@@ -261,10 +261,7 @@ def operation_groups(model, input_shape, dtype=np.float32):
         if threading.get_ident() != me:        # another thread's operation
             return
         outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        arrays = [x.data for x in inputs if isinstance(x, Tensor)]
-        if any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[:i]):
-            return    # inputs that overlap (DenseNet's growing buffer) cannot be replayed
-        specs, any_grad = [], False                         # on zeros: the whole pass will
+        specs, any_grad = [], False
         for x in inputs:
             if isinstance(x, Tensor):
                 grad = isinstance(x, Parameter) or id(x) in needs_grad
@@ -282,9 +279,10 @@ def operation_groups(model, input_shape, dtype=np.float32):
         model(_blank(input_shape, dtype))
     groups, done = {}, set()
     for call in calls:
-        if call.key() in done:
+        key = call.key()
+        if key in done:
             continue
-        done.add(call.key())
+        done.add(key)
         family = type(call.function).__name__
         if isinstance(call.function, Conv2d):
             family += "/" + choose_algorithm(call.function.geometry, "cpu",
@@ -295,7 +293,9 @@ def operation_groups(model, input_shape, dtype=np.float32):
 
 def _compile_groups(groups, shared, worker):
     """Take the next group no worker has taken and replay its operations, until none is
-    left. One operation that fails is skipped: the whole pass meets it again."""
+    left. One operation that fails is skipped: the whole pass meets it again. (DenseNet's
+    concatenation into its block's buffer does: on zeros its prefix is no view of the
+    buffer. It compiles nothing, being NumPy slicing.)"""
     while True:
         index = shared.take()
         if index >= len(groups):

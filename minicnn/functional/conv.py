@@ -110,18 +110,12 @@ def weight_matrix(w, g):
             .reshape(g.G, g.K, g.CO // g.G))
 
 
-def weight_from_matrix(gwmat, g):
-    """gwmat (G, K, CO/G) -> gw (CO, C/G, KH, KW) in C order, the weight's own layout."""
-    gw = gwmat.reshape(g.G, g.KH, g.KW, g.Cg, g.CO // g.G).transpose(0, 4, 3, 1, 2)
-    return get_array_module(gw).ascontiguousarray(gw).reshape(g.CO, g.Cg, g.KH, g.KW)
-
-
 def weight_from_transposed(gwt, g):
     """gwt (G, CO/G, K) -> gw (CO, C/G, KH, KW): the weight gradient computed as
     gyᵀ @ cols, so that only the K axis, (i, j, c) -> (c, i, j), is reordered — for a 1×1
-    kernel nothing is. (colsᵀ @ gy and ``weight_from_matrix`` transpose the whole (K, CO)
-    matrix instead: 82 ms of ResNeXt-50's training step at batch 16, more than the
-    GEMMs that made the matrices.)"""
+    kernel nothing is. (colsᵀ @ gy, then the whole (K, CO) matrix transposed instead: 82 ms
+    of ResNeXt-50's training step at batch 16, more than the GEMMs that made the
+    matrices.)"""
     gw = gwt.reshape(g.G, g.CO // g.G, g.KH, g.KW, g.Cg).transpose(0, 1, 4, 2, 3)
     return get_array_module(gw).ascontiguousarray(gw).reshape(g.CO, g.Cg, g.KH, g.KW)
 
@@ -514,13 +508,18 @@ class Direct:
         gw = None
         if need_w:
             gw_taps = direct.direct_backward_weight(gy, x, g)     # (KH, KW, C/G, CO)
-            gw = get_array_module(gw_taps).ascontiguousarray(gw_taps.transpose(3, 2, 0, 1))
+            gw = _weight_from_taps(gw_taps)
         return gx, gw
 
 
 def _weight_taps(w):
     """w (CO, C/G, KH, KW) -> w_taps (KH, KW, C/G, CO), contiguous."""
     return get_array_module(w).ascontiguousarray(w.transpose(2, 3, 1, 0))
+
+
+def _weight_from_taps(w_taps):
+    """w_taps (KH, KW, C/G, CO) -> w (CO, C/G, KH, KW), contiguous: the inverse."""
+    return get_array_module(w_taps).ascontiguousarray(w_taps.transpose(3, 2, 0, 1))
 
 
 # ============================================================================ choosing one
