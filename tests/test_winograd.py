@@ -186,3 +186,22 @@ def test_winograd_only_where_it_saves_multiplications(side, path):
     y = F.conv2d(x, w, padding=1)
     assert y.creator.path == path
     assert conv_module.Winograd.multiplications_ratio(y.creator.geometry) == pytest.approx(ratio[side])
+
+
+@settings(deadline=None, max_examples=20)
+@given(tilings())
+def test_transforms_write_into_out_whatever_it_held(case):
+    """``out`` (a sub-batch's part of the batch's array) is written, not added to: the
+    forward and backward pass hand over uninitialised arrays."""
+    t, seed = case
+    rng = np.random.default_rng(seed)
+    tiles, products = rng.standard_normal((t.alpha ** 2, t.T, t.C)), rng.standard_normal((t.alpha ** 2, t.T, 3))
+    for transform, argument, shape in [
+            (winograd.input_transform_adjoint_numba, tiles, (t.N, t.H, t.W, t.C)),
+            (winograd.input_transform_adjoint_reference, tiles, (t.N, t.H, t.W, t.C)),
+            (winograd.output_transform_numba, products, (t.N, t.OH, t.OW, 3)),
+            (winograd.output_transform_reference, products, (t.N, t.OH, t.OW, 3))]:
+        out = np.full(shape, np.nan)
+        assert transform(argument, t, out=out) is out
+        np.testing.assert_allclose(out, transform(argument, t), rtol=0, atol=0,
+                                   err_msg=transform.__name__)

@@ -65,6 +65,7 @@ from minicnn.functional.geometry import check_channels, check_window_fits, check
 from minicnn.kernels import channels_first_view, channels_last, depthwise, direct, winograd
 from minicnn.kernels.im2col import ConvGeometry, col2im, im2col
 from minicnn.kernels.registry import current_mode
+from minicnn.kernels.threads import gemm
 from minicnn.tensor import Function
 
 
@@ -96,10 +97,10 @@ class Im2colGemm:
         gx = gw = None
         if need_w:
             cols = im2col(x, g) if kept_cols is None else kept_cols
-            gw = weight_from_transposed(gy.transpose(0, 2, 1) @ cols, g)
+            gw = weight_from_transposed(gemm(gy.transpose(0, 2, 1), cols), g)
             del cols                           # before gcols, as large, is made
         if need_x:
-            gx = col2im(gy @ wmat.transpose(0, 2, 1), g)      # (N, H, W, C)
+            gx = col2im(gemm(gy, wmat.transpose(0, 2, 1)), g)      # (N, H, W, C)
         return gx, gw
 
 
@@ -124,7 +125,7 @@ def grouped_matmul(cols, wmat):
     """cols (G, M, K) @ wmat (G, K, CO/G) -> (M, CO): one GEMM, or one batched GEMM."""
     G, M, _ = cols.shape
     if G == 1:
-        return cols[0] @ wmat[0]
+        return gemm(cols[0], wmat[0])
     y = cols @ wmat                                           # (G, M, CO/G)
     return get_array_module(y).ascontiguousarray(y.transpose(1, 0, 2)).reshape(M, -1)
 
@@ -227,7 +228,7 @@ class Pointwise:
         cols = pointwise_columns(x, g)                        # (M, C)
         wmat = weight_matrix(w, g)[0]                         # (C, CO)
         ctx.save_for_backward(x, cols if cols.nbytes <= KEEP_COLUMNS_BYTES else None, wmat)
-        return (cols @ wmat).reshape(g.N, g.OH, g.OW, g.CO)
+        return gemm(cols, wmat).reshape(g.N, g.OH, g.OW, g.CO)
 
     @staticmethod
     def backward(ctx, gy, need_x, need_w):
@@ -237,9 +238,9 @@ class Pointwise:
         gx = gw = None
         if need_w:
             cols = pointwise_columns(x, g) if kept_cols is None else kept_cols
-            gw = weight_from_transposed((gy.T @ cols)[None], g)
+            gw = weight_from_transposed(gemm(gy.T, cols)[None], g)
         if need_x:
-            gx = pointwise_columns_adjoint(gy @ wmat.T, g)
+            gx = pointwise_columns_adjoint(gemm(gy, wmat.T), g)
         return gx, gw
 
 
@@ -283,7 +284,7 @@ class BlockedIm2col:
         y = xp.empty((g.M, g.CO), dtype=xp.result_type(x, wmat))
         for first, last in sample_blocks(g.N, rows * g.K * x.itemsize, block_bytes(x)):
             cols = im2col(x[first:last], g.with_batch(last - first))[0]
-            xp.matmul(cols, wmat, out=y[first * rows:last * rows])
+            gemm(cols, wmat, out=y[first * rows:last * rows])
         ctx.save_for_backward(x, wmat)
         return y.reshape(g.N, g.OH, g.OW, g.CO)
 
@@ -299,9 +300,9 @@ class BlockedIm2col:
         for first, last in sample_blocks(g.N, rows * g.K * x.itemsize, block_bytes(x)):
             block, gy_block = g.with_batch(last - first), gy[first * rows:last * rows]
             if need_w:
-                gwt[0] += gy_block.T @ im2col(x[first:last], block)[0]
+                gwt[0] += gemm(gy_block.T, im2col(x[first:last], block)[0])
             if need_x:
-                gx[first:last] = col2im((gy_block @ wmat.T)[None], block)
+                gx[first:last] = col2im(gemm(gy_block, wmat.T)[None], block)
         return gx, (weight_from_transposed(gwt, g) if need_w else None)
 
 
@@ -342,7 +343,14 @@ class Winograd:
         y = Aᵀ [V @ Uᵀ] A,  V = Bᵀ d B (input tiles),  U = G w Gᵀ (filters)
 
     backward, the adjoint of each step: gM = A gY Aᵀ; gU = Σ_blocks gMᵀ @ V, gw = Gᵀ gU G;
-    gx = B (gM @ U) Bᵀ, overlapping tiles added. (kernels/winograd.py derives it.)"""
+    gx = B (gM @ U) Bᵀ, overlapping tiles added. (kernels/winograd.py derives it.)
+
+    gU is four times the size of gw (α² = 36 values per filter against 9) and each of its
+    values sums only the block's tiles: at 4×4 outputs with 512 channels (ResNet-18's last
+    stage, batch 64) it is 37.7 MB made from a GEMM with an inner dimension of 64, which
+    takes its time writing memory. So it is made a slice of output channels at a time, each
+    slice at most BLOCK_BYTES, and turned into its part of gw while it is still in cache
+    (the filter transform's adjoint is linear, so the blocks' parts add up in gw)."""
     name = "winograd"
 
     @staticmethod
@@ -358,10 +366,10 @@ class Winograd:
         tiling = winograd.WinogradTiling(x.shape, (g.PH, g.PW), WINOGRAD_TILE, x.dtype)
         U = winograd.filter_transform(w, tiling)                      # (α², CO, C)
         U_t = U.transpose(0, 2, 1)
-        y = xp.zeros((g.N, g.OH, g.OW, g.CO), dtype=xp.result_type(x, w))
+        y = xp.empty((g.N, g.OH, g.OW, g.CO), dtype=xp.result_type(x, w))  # blocks fill it
         for first, last, block in Winograd.blocks(x, U, tiling):
             V = winograd.input_transform(x[first:last], block)        # (α², T, C)
-            winograd.output_transform(xp.matmul(V, U_t), block, out=y[first:last])
+            winograd.output_transform(gemm(V, U_t), block, out=y[first:last])
         ctx.save_for_backward(x, U, tiling)
         return y
 
@@ -370,20 +378,18 @@ class Winograd:
         g = ctx.geometry
         x, U, tiling = ctx.saved
         xp = get_array_module(gy)
-        gx = xp.zeros((g.N, g.H, g.W, g.C), dtype=gy.dtype) if need_x else None
-        gU = None
+        gx = xp.empty((g.N, g.H, g.W, g.C), dtype=gy.dtype) if need_x else None
+        gw = xp.zeros((g.CO, g.C, 3, 3), dtype=gy.dtype) if need_w else None
+        slices = list(sample_blocks(g.CO, tiling.alpha ** 2 * g.C * x.itemsize, BLOCK_BYTES))
         for first, last, block in Winograd.blocks(x, U, tiling):
             gM = winograd.output_transform_adjoint(gy[first:last], block)  # (α², T, CO)
             if need_w:
                 V = winograd.input_transform(x[first:last], block)
-                block_gU = xp.matmul(gM.transpose(0, 2, 1), V)          # (α², CO, C)
-                if gU is None:
-                    gU = block_gU
-                else:
-                    gU += block_gU
+                for o0, o1 in slices:
+                    gU = gemm(gM[:, :, o0:o1].transpose(0, 2, 1), V)  # (α², o, C)
+                    gw[o0:o1] += winograd.filter_transform_adjoint(gU, tiling)
             if need_x:
-                winograd.input_transform_adjoint(xp.matmul(gM, U), block, out=gx[first:last])
-        gw = winograd.filter_transform_adjoint(gU, tiling) if need_w else None
+                winograd.input_transform_adjoint(gemm(gM, U), block, out=gx[first:last])
         return gx, gw
 
     @staticmethod

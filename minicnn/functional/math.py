@@ -4,6 +4,7 @@ Notation in the docstrings: ``y`` is the output, ``gy`` = ∂L/∂y the gradient
 from above, ``gx`` = ∂L/∂x the gradient each backward returns.
 """
 from minicnn.backend import get_array_module, sum_rows
+from minicnn.kernels.threads import gemm
 from minicnn.tensor import Function, Tensor, as_tensor, sum_to
 
 
@@ -166,7 +167,7 @@ class Linear(Function):
             raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
         self.has_bias = bias is not None
         self.save_for_backward(x, weight)
-        y = x.reshape(-1, x.shape[-1]) @ weight.T
+        y = gemm(x.reshape(-1, x.shape[-1]), weight.T)
         if bias is not None:
             y += bias
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
@@ -174,8 +175,8 @@ class Linear(Function):
     def backward(self, gy):
         x, weight = self.saved
         gy2 = gy.reshape(-1, weight.shape[0])
-        gx = (gy2 @ weight).reshape(x.shape) if self.needs_input_grad[0] else None
-        gw = gy2.T @ x.reshape(-1, x.shape[-1]) if self.needs_input_grad[1] else None
+        gx = gemm(gy2, weight).reshape(x.shape) if self.needs_input_grad[0] else None
+        gw = gemm(gy2.T, x.reshape(-1, x.shape[-1])) if self.needs_input_grad[1] else None
         if not self.has_bias:
             return gx, gw
         return gx, gw, (sum_rows(gy2) if self.needs_input_grad[2] else None)

@@ -154,6 +154,67 @@ def single_threaded_blas():
                     controller.set_num_threads(count)
 
 
+# ----------------------------------------------------------------------------- GEMMs
+# A convolution alternates GEMMs with Numba kernels on the same cores: Winograd's tile
+# transforms, im2col and col2im around every GEMM of a block. OpenBLAS runs a
+# multi-threaded GEMM on threads of its own, and each of them busy-waits for its next GEMM
+# for about 0.1 s after finishing one (2²⁸ cycles, OPENBLAS_THREAD_TIMEOUT's default), so
+# while the next transform runs on the caller and a pool thread, a spinning BLAS thread
+# holds one of the two cores: in a ResNet-18 training process a fifth of all CPU samples
+# (perf, software clock) were OpenBLAS's worker waiting. So a training step runs with BLAS
+# single-threaded throughout (``kernel_threads_only``), and ``gemm`` cuts each large GEMM
+# into one share per thread of the kernels' pool, whose threads sleep when they wait.
+# ResNet-18 CIFAR training at batch 64, one process, steps alternating, median of 8:
+# 1,115 → 980 ms and 1,066 → 1,012 ms (AMD EPYC, OpenBLAS SkylakeX kernels).
+# It has to be the whole step: cutting GEMMs inside an otherwise multi-threaded step made
+# it slower (60 → 43 images/s), as every other GEMM woke OpenBLAS's worker, which then
+# spun beside both shares; and switching BLAS's thread count costs ≈ 30 µs each time.
+# Below GEMM_OWN_THREADS_MIN_WORK multiply-adds a GEMM runs on the caller alone: a share
+# must pay for a pool thread's round trip (≈ 15 µs).
+GEMM_OWN_THREADS_MIN_WORK = 1 << 22
+
+
+def kernel_threads_only():
+    """The scope of a training step or an evaluation: BLAS single-threaded (the kernels'
+    threads run every GEMM ``gemm`` cuts), restored afterwards; see above."""
+    return single_threaded_blas()
+
+
+def gemm(a, b, out=None):
+    """``a @ b`` for the convolutions' GEMMs: 2-D, or batched over a leading axis of both
+    (b may be 2-D then), into ``out`` if given. Inside ``kernel_threads_only`` on the
+    CPU, a large one is cut into one share per thread — the batch, or the longer of the
+    output's two axes — each running single-threaded BLAS on its thread; elsewhere (and
+    on a thread that runs a share of its own) it is NumPy's or CuPy's matmul."""
+    import numpy as np
+    if type(a) is not np.ndarray:                       # CuPy: cuBLAS as it is
+        from minicnn.backend import get_array_module
+        return get_array_module(a).matmul(a, b, out=out)
+    M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
+    batch = a.shape[0] if a.ndim == 3 else 1
+    if (_blas_users == 0 or thread_count() == 1
+            or batch * M * K * N < GEMM_OWN_THREADS_MIN_WORK):
+        return np.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty(((batch,) if a.ndim == 3 else ()) + (M, N), dtype=np.result_type(a, b))
+    if batch > 1:
+        def share(first, last):
+            np.matmul(a[first:last], b[first:last] if b.ndim == 3 else b, out=out[first:last])
+        count, work = batch, M * K * N
+    else:
+        a2, b2, out2 = (a[0], b[0] if b.ndim == 3 else b, out[0]) if a.ndim == 3 else (a, b, out)
+        if M >= N:
+            def share(first, last):
+                np.matmul(a2[first:last], b2, out=out2[first:last])
+            count, work = M, K * N
+        else:
+            def share(first, last):
+                np.matmul(a2, b2[:, first:last], out=out2[:, first:last])
+            count, work = N, M * K
+    over_blocks(share, count, work)
+    return out
+
+
 def _forget_pool_in_child():
     """A forked child has none of its parent's threads: a pool it inherited would take
     blocks and never run them. It makes its own on first use."""
@@ -163,3 +224,4 @@ def _forget_pool_in_child():
 
 
 os.register_at_fork(after_in_child=_forget_pool_in_child)
+

@@ -43,7 +43,7 @@ from numba import njit, prange
 
 from minicnn.backend import get_array_module
 from minicnn.kernels.registry import register_kernel
-from minicnn.kernels.threads import over_blocks
+from minicnn.kernels.threads import gemm, over_blocks
 
 # (Aᵀ, G, Bᵀ) for F(m, 3), from Lavin & Gray (2016), with interpolation points
 # 0, ±1, ∞ (m = 2) and 0, ±1, ±2, ∞ (m = 4). tests/test_winograd.py checks each against
@@ -108,7 +108,7 @@ def filter_transform(w, tiling):
     xp = get_array_module(w)
     CO, C = w.shape[:2]
     GG = xp.asarray(np.kron(tiling.G, tiling.G))                 # (α², 9)
-    return (GG @ w.reshape(CO * C, 9).T).reshape(-1, CO, C)
+    return gemm(GG, w.reshape(CO * C, 9).T).reshape(-1, CO, C)
 
 
 def filter_transform_adjoint(gU, tiling):
@@ -116,7 +116,7 @@ def filter_transform_adjoint(gU, tiling):
     xp = get_array_module(gU)
     _, CO, C = gU.shape
     GG = xp.asarray(np.kron(tiling.G, tiling.G))
-    return (gU.reshape(-1, CO * C).T @ GG).reshape(CO, C, 3, 3)
+    return gemm(gU.reshape(-1, CO * C).T, GG).reshape(CO, C, 3, 3)
 
 
 # ----------------------------------------------------------------------------- reference
@@ -171,7 +171,7 @@ def input_transform_reference(x, tiling):
 
 def input_transform_adjoint_reference(gV, tiling, out=None):
     """gV (α², T, C) -> gx (N, H, W, C): gd = B gV Bᵀ per tile, overlapping tiles added
-    (into ``out`` if given)."""
+    (written into ``out`` if given)."""
     t = tiling
     gd = _sandwich(t.BT.T, gV.reshape(t.alpha, t.alpha, t.N, t.TH, t.TW, -1))
     return _into(_add_tile_grid(gd, (t.N, t.H, t.W), t.m, -t.PH, -t.PW), out)
@@ -179,17 +179,17 @@ def input_transform_adjoint_reference(gV, tiling, out=None):
 
 def output_transform_reference(M, tiling, out=None):
     """M (α², T, CO) -> y (N, OH, OW, CO),  Y = Aᵀ M A per tile, the overhang cropped
-    (added into ``out`` if given)."""
+    (written into ``out`` if given)."""
     t = tiling
     Y = _sandwich(t.AT, M.reshape(t.alpha, t.alpha, t.N, t.TH, t.TW, -1))
     return _into(_add_tile_grid(Y, (t.N, t.OH, t.OW), t.m, 0, 0), out)
 
 
 def _into(result, out):
-    """``result``, added into ``out`` when the caller gave a (zeroed) array to fill."""
+    """``result``, written into ``out`` when the caller gave an array to fill."""
     if out is None:
         return result
-    out += result
+    out[...] = result
     return out
 
 
@@ -346,7 +346,7 @@ def _input_tiles_f4(padded, V, first, last, TH, TW, k):
 
 @njit(nogil=True, cache=True)
 def _output_tiles_f4(M, y, first, last, TH, TW, k):
-    """y[n, 4·th + a, 4·tw + b] += (Aᵀ M_t A)[a, b] for the tiles of rows first … last − 1,
+    """y[n, 4·th + a, 4·tw + b] = (Aᵀ M_t A)[a, b] for the tiles of rows first … last − 1,
     the overhang past (OH, OW) dropped; k as in ``_input_tiles_f4``."""
     OH, OW, C = y.shape[1], y.shape[2], y.shape[3]
     two, four, eight = k[0], k[1], k[3]
@@ -375,8 +375,8 @@ def _output_tiles_f4(M, y, first, last, TH, TW, k):
             for a in range(min(4, OH - h0)):
                 for b in range(min(4, OW - w0)):
                     out, value = y[n, h0 + a, w0 + b], Y[a, b]
-                    for c in range(C):
-                        out[c] += value[c]
+                    for c in range(C):              # each output value is in one tile
+                        out[c] = value[c]
 
 
 @njit(nogil=True, cache=True)
@@ -419,11 +419,23 @@ def _constants(dtype):
     return np.array([2, 4, 5, 8], dtype=dtype)
 
 
+def _zero_padded(image, height, width, top, left):
+    """``image`` (N, H, W, C) inside an (N, height, width, C) array of zeros at (top, left).
+    Only the border is zeroed: the inside is written once, by the copy."""
+    N, H, W, C = image.shape
+    padded = np.empty((N, height, width, C), dtype=image.dtype)
+    padded[:, :top] = 0
+    padded[:, top + H:] = 0
+    padded[:, top:top + H, :left] = 0
+    padded[:, top:top + H, left + W:] = 0
+    padded[:, top:top + H, left:left + W] = image
+    return padded
+
+
 def _input_transform_f4(x, tiling):
     t = tiling
     # 4·TH + 2 ≥ OH + 2 = H + 2·PH: the image and its padding always fit
-    padded = np.zeros((t.N, 4 * t.TH + 2, 4 * t.TW + 2, t.C), dtype=x.dtype)
-    padded[:, t.PH:t.PH + t.H, t.PW:t.PW + t.W] = x
+    padded = _zero_padded(x, 4 * t.TH + 2, 4 * t.TW + 2, t.PH, t.PW)
     V = np.empty((36, t.T, t.C), dtype=x.dtype)
     k = _constants(x.dtype)
     over_blocks(lambda first, last: _input_tiles_f4(padded, V, first, last, t.TH, t.TW, k),
@@ -433,7 +445,7 @@ def _input_transform_f4(x, tiling):
 
 def _output_transform_f4(M, tiling, out):
     t = tiling
-    y = np.zeros((t.N, t.OH, t.OW, M.shape[2]), dtype=M.dtype) if out is None else out
+    y = np.empty((t.N, t.OH, t.OW, M.shape[2]), dtype=M.dtype) if out is None else out
     M, k = np.ascontiguousarray(M), _constants(M.dtype)
     over_blocks(lambda first, last: _output_tiles_f4(M, y, first, last, t.TH, t.TW, k),
                 t.N * t.TH, t.TW * 36 * 8 * M.shape[2])
@@ -442,14 +454,24 @@ def _output_transform_f4(M, tiling, out):
 
 def _output_transform_adjoint_f4(gy, tiling):
     t = tiling
-    padded = np.zeros((t.N, 4 * t.TH, 4 * t.TW, gy.shape[3]), dtype=gy.dtype)
-    padded[:, :t.OH, :t.OW] = gy
+    if (t.OH, t.OW) == (4 * t.TH, 4 * t.TW):      # the tiles cover the output exactly
+        padded = np.ascontiguousarray(gy)
+    else:
+        padded = _zero_padded(gy, 4 * t.TH, 4 * t.TW, 0, 0)
     gM = np.empty((36, t.T, gy.shape[3]), dtype=gy.dtype)
     k = _constants(gy.dtype)
     over_blocks(lambda first, last: _output_adjoint_tiles_f4(padded, gM, first, last, t.TH,
                                                              t.TW, k),
                 t.N * t.TH, t.TW * 36 * 8 * gy.shape[3])
     return gM
+
+
+def _zeroed(out, shape, dtype):
+    """A zeroed array for a kernel that adds tiles into it: ``out``, cleared, if given."""
+    if out is None:
+        return np.zeros(shape, dtype=dtype)
+    out[...] = 0
+    return out
 
 
 def input_transform_numba(x, tiling):
@@ -462,19 +484,19 @@ def input_transform_numba(x, tiling):
 
 
 def input_transform_adjoint_numba(gV, tiling, out=None):
-    """``out``, if given, is a zeroed contiguous (N, H, W, C) array to add into."""
+    """``out``, if given, is a contiguous (N, H, W, C) array to write into."""
     t = tiling
-    gx = np.zeros((t.N, t.H, t.W, gV.shape[2]), dtype=gV.dtype) if out is None else out
+    gx = _zeroed(out, (t.N, t.H, t.W, gV.shape[2]), gV.dtype)       # tiles are added into it
     _scatter_numba(gV, np.ascontiguousarray(t.BT.T), t.m, -t.PH, -t.PW, t.TH, t.TW, gx)
     return gx
 
 
 def output_transform_numba(M, tiling, out=None):
-    """``out``, if given, is a zeroed contiguous (N, OH, OW, CO) array to add into."""
+    """``out``, if given, is a contiguous (N, OH, OW, CO) array to write into."""
     t = tiling
     if t.m == 4:
         return _output_transform_f4(M, t, out)
-    y = np.zeros((t.N, t.OH, t.OW, M.shape[2]), dtype=M.dtype) if out is None else out
+    y = _zeroed(out, (t.N, t.OH, t.OW, M.shape[2]), M.dtype)
     _scatter_numba(M, t.AT, t.m, 0, 0, t.TH, t.TW, y)
     return y
 
@@ -492,17 +514,17 @@ def output_transform_adjoint_numba(gy, tiling):
 # No CUDA versions: the references are written with ``xp`` and run on CuPy arrays as they
 # are, which is what a forced Winograd convolution on the GPU uses (the chooser never picks
 # Winograd there: cuBLAS's im2col GEMM is the GPU's path). ``out`` (the adjoint of the
-# input transform and the output transform): a zeroed array to add the result into, so
-# that a sub-batch writes straight into the batch's array.
+# input transform and the output transform): an array to write the result into, so that
+# a sub-batch writes straight into the batch's array.
 
 #: x (N, H, W, C) -> V (α², T, C)
 input_transform = register_kernel("winograd_input_transform", input_transform_reference,
                                   numba=input_transform_numba)
-#: gV (α², T, C) -> gx (N, H, W, C), added into ``out`` if given
+#: gV (α², T, C) -> gx (N, H, W, C), written into ``out`` if given
 input_transform_adjoint = register_kernel("winograd_input_transform_adjoint",
                                           input_transform_adjoint_reference,
                                           numba=input_transform_adjoint_numba)
-#: M (α², T, CO) -> y (N, OH, OW, CO), added into ``out`` if given
+#: M (α², T, CO) -> y (N, OH, OW, CO), written into ``out`` if given
 output_transform = register_kernel("winograd_output_transform", output_transform_reference,
                                    numba=output_transform_numba)
 #: gy (N, OH, OW, CO) -> gM (α², T, CO)
