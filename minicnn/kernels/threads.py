@@ -23,6 +23,7 @@ import os
 import threading
 
 import numba
+import numpy as np
 
 # Below this much work per thread (the unit is the kernel's own: one copied value, one
 # multiply-add, one compared value; 2¹⁹ of them take ≈ 0.1–0.5 ms on one core) a block is
@@ -186,7 +187,6 @@ def gemm(a, b, out=None):
     CPU, a large one is cut into one share per thread — the batch, or the longer of the
     output's two axes — each running single-threaded BLAS on its thread; elsewhere (and
     on a thread that runs a share of its own) it is NumPy's or CuPy's matmul."""
-    import numpy as np
     if type(a) is not np.ndarray:                       # CuPy: cuBLAS as it is
         from minicnn.backend import get_array_module
         return get_array_module(a).matmul(a, b, out=out)
