@@ -28,8 +28,9 @@ The kernels compile per element type and array layout, not per size, so the tiny
 compiles what the real one will run: float32 on the CPU, with gradients for the
 parameters and activations but not the images (as in training). Where there is no
 ``fork`` (Windows, macOS), where the cores are one, where other threads already run, or
-with ``helpers=0``, the thread does step 3 alone. A call the main thread makes meanwhile waits for the compilation in
-progress (Numba compiles under one lock) and never compiles twice.
+with ``helpers=0``, the thread does step 3 alone. A call the main thread makes meanwhile
+waits for the compilation in progress (Numba compiles under one lock) and never compiles
+twice.
 
 Nothing of the caller's state is touched: the network is built with the weight
 initializer's random state restored afterwards (the caller's own network draws the same
@@ -103,8 +104,9 @@ class SharedGroups:
 
     The helpers are forked here, in the caller's thread, before the warm-up thread
     starts, and only when it is the process's one thread: a fork copies only the forking
-    thread, so no lock can be caught held by another. Each helper traces the network itself (the trace is deterministic,
-    so its list is the thread's list) and takes groups until none is left.
+    thread, so no lock can be caught held by another. Each helper traces the network
+    itself (the trace is deterministic, so its list is the thread's list) and takes groups
+    until none is left.
     """
 
     def __init__(self, context, helpers):

@@ -224,4 +224,3 @@ def _forget_pool_in_child():
 
 
 os.register_at_fork(after_in_child=_forget_pool_in_child)
-
