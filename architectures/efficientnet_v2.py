@@ -24,8 +24,9 @@ The rows are used as written (no width or depth multiplier). All three end in a 
 convolution to 1280 channels, global pooling, dropout (0.2 / 0.3 / 0.4) and a FC layer;
 stochastic depth rises linearly to 0.2 over the blocks; batch norm ε = 10⁻³, momentum 0.01.
 Published evaluation sizes (Table 7): 384 for S, 480 for M and L. The paper's progressive
-learning trains at smaller sizes with weaker regularisation first; that is a training
-recipe, not architecture, and is not part of this file.
+learning trains at smaller sizes with weaker regularisation first; that is how the network
+is trained, not what it is, so it lives beside the training loop: ``minicnn.progressive``
+(Table 6's stages), ``--progressive N`` on this file's command line, and ``--recipe paper``.
 """
 from minicnn import nn
 from architectures import register

@@ -81,12 +81,27 @@ class ScaleJitter:
         return scale_jitter(images, self.size, (self.size, self.largest), rng)
 
 
-def datasets(name, train_count, test_count, seed):
+def datasets(name, train_count, test_count, seed, fragments):
     train, test = mnist_datasets()
     train, test = train.subset(train_count, seed), test.subset(test_count, seed)
     if name == "cluttered":
-        train, test = cluttered_mnist(train, "train", seed), cluttered_mnist(test, "test", seed)
+        train = cluttered_mnist(train, "train", seed, fragments=fragments)
+        test = cluttered_mnist(test, "test", seed, fragments=fragments)
     return train, test
+
+
+def draw_classifier(model, head_init):
+    """Redraw the classifier's weights at ImageNet's scale when ``head_init`` says so.
+
+    EfficientNet's reference code draws them from U(±1/√classes): ±0.03 for ImageNet's
+    1,000 classes, but ±0.32 for 10, where the initial logits have a standard deviation
+    near 3 (a loss near 3.6 where chance is ln 10 ≈ 2.3). Adam moves a weight by about
+    its learning rate per step, so it spends hundreds of steps shrinking them before the
+    network learns; ``imagenet`` draws them from U(±1/√1000) instead (logits ≈ 0.35).
+    """
+    if head_init == "imagenet":
+        bound = 1 / np.sqrt(1000)
+        nn_init.uniform_(model.classifier.weight, -bound, bound)
 
 
 def main(argv=None):
@@ -113,6 +128,11 @@ def main(argv=None):
     parser.add_argument("--scale-jitter", type=float, default=0.0, metavar="EXTRA",
                         help="both arms: rescale each training image to S ~ U[size, "
                              "(1 + EXTRA)·size] and crop it back (0: off)")
+    parser.add_argument("--fragments", type=int, default=4,
+                        help="cluttered: pieces of other digits on each canvas")
+    parser.add_argument("--head-init", choices=("paper", "imagenet"), default="paper",
+                        help="the classifier's initial weights: U(±1/√classes) as the "
+                             "reference code, or U(±1/√1000) as at ImageNet's 1,000 classes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args(argv)
@@ -123,7 +143,7 @@ def main(argv=None):
     # the same settings, differed — 97.47% in progressive10, 96.90% in progressive12.)
     nn_init.manual_seed(args.seed)
     dropout.manual_seed(args.seed)
-    train, test = datasets(args.dataset, args.train, args.test, args.seed)
+    train, test = datasets(args.dataset, args.train, args.test, args.seed, args.fragments)
     mean, std = train.channel_statistics()
     final = args.sizes[1]
     to_network = pipeline(train.images.shape[2], 1, final, 1, mean, std)
@@ -148,6 +168,7 @@ def main(argv=None):
     for name, schedule in schedules.items():
         model = architectures.create("efficientnet_v2_s", num_classes=10, in_channels=1,
                                      bn_momentum=args.bn_momentum)
+        draw_classifier(model, args.head_init)
         optimizer = optim.Adam(model.parameters(), lr=args.lr)
         learning_rate = make_schedule(args.schedule, optimizer, schedule.epochs,
                                       len(train_loader))
