@@ -10,7 +10,7 @@ then scores the *same* trained weights on the same test images several ways:
     flip       that view and its mirror, soft-max averaged
     10crop     AlexNet's: four corner crops, the centre crop and their mirrors, taken from
                the test image at the larger "stored" size
-    dense      VGG's: the network convolutionized (minicnn.nn.convolutionize), run on the
+    dense      VGG's: the network convolutionized (minicnn.convolutionize), run on the
                whole image at each scale Q (and its mirror), the class-score maps averaged
                over their cells, the soft-max posteriors averaged over scales and mirrors
 
@@ -40,7 +40,7 @@ from minicnn.data import DataLoader, mnist_datasets
 from minicnn.data.augment import scale_jitter
 from minicnn.data.transforms import crop_at, normalize, random_horizontal_flip, resize
 from minicnn.files import atomic_write
-from minicnn.nn.convolutionize import convolutionize
+from minicnn.convolutionize import convolutionize
 from minicnn.train import fit
 from minicnn.tta import dense_predict, predict
 
