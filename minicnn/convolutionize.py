@@ -118,7 +118,8 @@ def convolutionize(model, input_size, in_channels=None):
     ``input_size`` is the input the model was built for (int side, (H, W) or (C, H, W)).
     The result maps (N, C, H, W) images of that size or larger to (N, classes, H', W')
     score maps; at ``input_size`` the map is 1×1 and equals the original scores. The
-    result carries ``score_map_stride``: how many input pixels apart its cells are.
+    result carries ``score_map_stride``: how many input pixels apart its cells are, and
+    ``score_map_window``: the (H, W) input one cell looks at (``input_size``).
     """
     shape = input_shape(model, input_size, in_channels, caller="convolutionize")
     converted = copy.deepcopy(model)
@@ -139,6 +140,7 @@ def convolutionize(model, input_size, in_channels=None):
     _convert_head(converted, chain[index + 1:], features[1:])
     report = summary(converted, shape, format="dict")
     converted.score_map_stride = report["total"]["jump"]
+    converted.score_map_window = tuple(shape[1:])
     return converted
 
 

@@ -67,12 +67,34 @@ def predict(model, images, mode="none", crop_size=None):
     return sum(_probabilities(model, np.ascontiguousarray(v)) for v in views) / len(views)
 
 
+def tiled_centre(images, window, stride):
+    """The centre of ``images`` that a score map of ``window``-sized cells, ``stride``
+    pixels apart, tiles exactly: window + (c − 1)·stride pixels along each axis, for the
+    most cells c that fit.
+
+    The network itself would floor the r < stride pixels left over away at the bottom and
+    the right (VGG at Q = 48, stride 32, window 32: its last 2×2 pooling turns 3×3 into
+    1×1, so the one cell sees the top-left 32×32 of the image). Cropping ⌊r/2⌋ from the
+    top and left and the rest from the bottom and right instead keeps the image centred.
+    At the paper's scales (Q = 256, 384, 512 for a 224 window and stride 32) r = 0.
+    """
+    height, width = images.shape[2:]
+    if height < window[0] or width < window[1]:
+        raise ValueError(f"dense evaluation: expected images of at least the network's "
+                         f"{window[0]}x{window[1]} input, got {height}x{width}")
+    keep = [w + (n - w) // s * s for n, w, s in zip((height, width), window, stride)]
+    top, left = (height - keep[0]) // 2, (width - keep[1]) // 2
+    return images[:, :, top:top + keep[0], left:left + keep[1]]
+
+
 def dense_predict(fully_convolutional, images, scales, flip=True):
     """VGG's dense multi-scale evaluation with a convolutionized network.
 
     For each scale Q (the shorter side, in pixels) the images are resized so their shorter
-    side is Q, the score map (N, K, H', W') is averaged over its cells, and the soft-max of
-    that average is taken; the probabilities of every scale (and mirror) are averaged.
+    side is Q, cropped to the centre the score map tiles exactly (``tiled_centre``; only
+    for a network from ``convolutionize``, which records its cells' window and stride),
+    the score map (N, K, H', W') is averaged over its cells, and the soft-max of that
+    average is taken; the probabilities of every scale (and mirror) are averaged.
     """
     if images.ndim != 4:
         raise ValueError(f"dense_predict: expected a batch (N, C, H, W), got {images.shape}")
@@ -87,6 +109,9 @@ def dense_predict(fully_convolutional, images, scales, flip=True):
         factor = scale / min(height, width)
         size = (max(1, round(height * factor)), max(1, round(width * factor)))
         resized = resize(images, size)
+        if hasattr(fully_convolutional, "score_map_window"):
+            resized = tiled_centre(resized, fully_convolutional.score_map_window,
+                                   fully_convolutional.score_map_stride)
         for view in ([resized, resized[..., ::-1]] if flip else [resized]):
             with no_grad():
                 scores = fully_convolutional(Tensor(np.ascontiguousarray(view))).data

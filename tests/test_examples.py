@@ -1,6 +1,8 @@
-"""The example scripts run as a reader would run them (a subprocess, from the repository
-root), on a subset small enough for the default suite."""
+"""The example scripts and the experiments run as a reader would run them (a subprocess,
+from the repository root, or their main() with a few images), on subsets small enough."""
 import ast
+import importlib
+import json
 import os
 import subprocess
 import sys
@@ -30,3 +32,39 @@ def test_the_lenet5_example_learns_on_a_subset():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-500:] + result.stderr[-2000:]
     assert "epoch 1/1  step 47/47" in result.stdout and "test accuracy" in result.stdout
+
+
+EXPERIMENTS = sorted(name[:-3] for name in os.listdir(os.path.join(ROOT, "experiments"))
+                     if name.endswith(".py") and name != "__init__.py")
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_each_experiment_imports_and_states_its_options(name, capsys):
+    """The README quotes these commands: a module that moved must not leave one unrunnable
+    (recipes_tta once imported convolutionize from where it no longer was)."""
+    module = importlib.import_module(f"experiments.{name}")
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--help"])
+    assert exit_.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+TINY_RUNS = {
+    "recipes_progressive": ["--dataset", "cluttered", "--train", "128", "--test", "50",
+                            "--epochs", "1", "--progressive-epochs", "2", "--stages", "2",
+                            "--sizes", "40", "44", "--batch-size", "64",
+                            "--head-init", "imagenet"],
+    "recipes_tta": ["--arch", "vgg", "--train", "128", "--test", "20", "--epochs", "1"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _mnist_cached(), reason="MNIST is not in the cache")
+@pytest.mark.parametrize("name", sorted(TINY_RUNS))
+def test_each_training_experiment_runs_end_to_end_on_a_few_images(name, tmp_path):
+    out = tmp_path / f"{name}.json"
+    importlib.import_module(f"experiments.{name}").main(TINY_RUNS[name] + ["--out", str(out)])
+    results = json.loads(out.read_text())
+    scores = ([arm["test_accuracy"] for arm in results["arms"].values()]
+              if "arms" in results else list(results["accuracy"].values()))
+    assert scores and all(0.0 <= score <= 1.0 for score in scores)

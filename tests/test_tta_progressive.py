@@ -7,7 +7,7 @@ import architectures
 from minicnn import Tensor, nn, no_grad
 from minicnn.convolutionize import convolutionize
 from minicnn.progressive import EFFICIENTNET_V2_TABLE6, ProgressiveSchedule
-from minicnn.tta import dense_predict, predict, ten_crops
+from minicnn.tta import dense_predict, predict, ten_crops, tiled_centre
 
 
 def softmax(z):
@@ -145,3 +145,24 @@ def test_dense_evaluation_refuses_scales_that_are_not_whole_positive_sides(scale
     with pytest.raises(ValueError, match=r"expected one or more scales Q \(the shorter side, "
                                          r"whole pixels >= 1\), got"):
         dense_predict(dense, np.zeros((1, 1, 12, 12)), scales)
+
+
+def test_dense_evaluation_keeps_the_image_centred_where_the_cells_do_not_tile_it():
+    """A 12-px window, stride 4: at 19 px two cells cover 16 px. The 3 left over are cut
+    1 from the top/left and 2 from the bottom/right, not all 3 from the bottom/right."""
+    x = np.arange(2 * 1 * 19 * 19, dtype=np.float64).reshape(2, 1, 19, 19)
+    np.testing.assert_array_equal(tiled_centre(x, (12, 12), (4, 4)), x[:, :, 1:17, 1:17])
+    np.testing.assert_array_equal(tiled_centre(x[..., :16], (12, 12), (4, 4)),
+                                  x[:, :, 1:17, :16])              # 16 wide: tiled already
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(),
+                          nn.Linear(2 * 2 * 2, 3)).double()          # 12 → 10 → 2×2
+    dense = convolutionize(model, (1, 12, 12))
+    assert dense.score_map_stride == (4, 4) and dense.score_map_window == (12, 12)
+    centre = x[:, :, 1:17, 1:17] / x.max()
+    with no_grad():
+        scores = dense(Tensor(np.ascontiguousarray(centre))).data
+    assert scores.shape[2:] == (2, 2)
+    np.testing.assert_allclose(dense_predict(dense, x / x.max(), [19], flip=False),
+                               softmax(scores.mean(axis=(2, 3))), rtol=1e-12)
+    with pytest.raises(ValueError, match="at least the network's 12x12 input, got 10x10"):
+        tiled_centre(x[:, :, :10, :10], (12, 12), (4, 4))
