@@ -17,7 +17,7 @@ the views, as the papers average them.
 """
 import numpy as np
 
-from minicnn.backend import get_array_module
+from minicnn.backend import get_array_module, to_device
 from minicnn.data.transforms import resize
 from minicnn.tensor import Tensor, no_grad
 
@@ -87,7 +87,7 @@ def tiled_centre(images, window, stride):
     return images[:, :, top:top + keep[0], left:left + keep[1]]
 
 
-def dense_predict(fully_convolutional, images, scales, flip=True):
+def dense_predict(fully_convolutional, images, scales, flip=True, device="cpu"):
     """VGG's dense multi-scale evaluation with a convolutionized network.
 
     For each scale Q (the shorter side, in pixels) the images are resized so their shorter
@@ -95,6 +95,7 @@ def dense_predict(fully_convolutional, images, scales, flip=True):
     for a network from ``convolutionize``, which records its cells' window and stride),
     the score map (N, K, H', W') is averaged over its cells, and the soft-max of that
     average is taken; the probabilities of every scale (and mirror) are averaged.
+    ``images`` are host arrays (resized here); each view runs on ``device``, the network's.
     """
     if images.ndim != 4:
         raise ValueError(f"dense_predict: expected a batch (N, C, H, W), got {images.shape}")
@@ -114,7 +115,8 @@ def dense_predict(fully_convolutional, images, scales, flip=True):
                                    fully_convolutional.score_map_stride)
         for view in ([resized, resized[..., ::-1]] if flip else [resized]):
             with no_grad():
-                scores = fully_convolutional(Tensor(np.ascontiguousarray(view))).data
-            total = total + _softmax(scores.mean(axis=(2, 3)))
+                scores = fully_convolutional(
+                    Tensor(to_device(np.ascontiguousarray(view), device))).data
+            total = total + to_device(_softmax(scores.mean(axis=(2, 3))), "cpu")
             views += 1
     return total / views

@@ -68,7 +68,7 @@ def test_bn_momentum_on_a_network_without_batch_norm_is_one_line(pictures, tmp_p
     assert not (tmp_path / "x.npz").exists()
 
 
-@pytest.mark.parametrize("mode", ["flip", "10crop"])
+@pytest.mark.parametrize("mode", ["flip", "10crop", "dense"])
 def test_tta_evaluates_a_checkpoint_over_several_views(pictures, tmp_path, capsys, mode):
     save = tmp_path / "run.npz"
     trained(pictures, save)
@@ -76,6 +76,23 @@ def test_tta_evaluates_a_checkpoint_over_several_views(pictures, tmp_path, capsy
     assert run(["--resume", save, "--eval-only", "--tta", mode]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert f"with --tta {mode}: test loss" in line and "accuracy" in line
+
+
+def test_dense_evaluation_is_vggs_three_scales_at_the_networks_input_size():
+    from minicnn.cli.commands import dense_scales
+    assert dense_scales(224) == (256, 384, 512)
+    assert dense_scales(32) == (37, 55, 73)
+
+
+def test_tta_dense_on_a_network_it_cannot_convolutionize_is_refused_before_training(
+        pictures, tmp_path, capsys):
+    save = tmp_path / "g.npz"
+    assert run(quick(pictures, save, "--tta", "dense"), family="googlenet") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith("googlenet: error: --tta dense needs a network whose classifier can "
+                          "become convolutions: convolutionize: GoogLeNet has no Flatten module")
+    assert not save.exists() and "epoch" not in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -98,6 +115,7 @@ def test_a_recipe_sets_the_papers_values_and_explicit_flags_win():
     explicit = settings_with("inception_v3", "inception_v3", lr=0.5, clip_grad=7.0)
     assert (explicit["lr"], explicit["clip_grad"]) == (0.5, 7.0)
     assert settings_with("alexnet", "alexnet")["tta"] == "10crop"
+    assert settings_with("vgg", "vgg16")["tta"] == "dense"
     assert settings_with("efficientnet_v2", "efficientnet_v2_s")["ema"] == 0.9999
 
 

@@ -66,7 +66,7 @@ Training as the papers did
 flags still win) and ``--recipe`` alone lists what it sets. The pieces can be used one by
 one: ``--randaugment N,M``, ``--mixup ALPHA``, ``--clip-grad NORM``, ``--ema DECAY``,
 ``--bn-momentum M``, ``--pca-colour``, ``--scale-jitter MIN,MAX``, ``--progressive STAGES``
-(EfficientNetV2) and ``--tta none|flip|10crop`` for the evaluation.
+(EfficientNetV2) and ``--tta none|flip|10crop|dense`` for the evaluation.
 
 Layout
 ------

@@ -94,28 +94,54 @@ def predict_imagenet(architecture, weights, images, device, top=5):
 # ----------------------------------------------------------------------------- evaluate
 
 TEN_CROP_ENLARGEMENT = 256 / 224     # AlexNet's crops of 224 from 256-pixel images
+DENSE_SCALES_AT_224 = (256, 384, 512)  # VGG's Q for S ∈ [256, 512] and 224 crops (§3.2)
+
+
+def dense_scales(input_size):
+    """VGG's three test scales Q, scaled from its 224-pixel input to ``input_size``."""
+    return tuple(round(q * input_size / 224) for q in DENSE_SCALES_AT_224)
+
+
+def fully_convolutional(model, channels, input_size):
+    """``model`` convolutionized for ``--tta dense``, or one line saying why it cannot be."""
+    from minicnn.convolutionize import convolutionize
+    try:
+        return convolutionize(model, (channels, input_size, input_size))
+    except ValueError as error:
+        raise CliError(f"--tta dense needs a network whose classifier can become "
+                       f"convolutions: {error}") from None
 
 
 def test_loader(test_set, meta, batch_size, tta="none"):
     """The test set's loader; for ``10crop`` the images come enlarged by AlexNet's 256/224
-    so that the ten crops are of the network's input size."""
+    so that the ten crops are of the network's input size, for ``dense`` at the largest
+    of VGG's scales, from which the others are resized."""
     from minicnn.data.loader import DataLoader
     if tta == "10crop":
         meta = dict(meta, input_size=round(meta["input_size"] * TEN_CROP_ENLARGEMENT))
+    if tta == "dense":
+        meta = dict(meta, input_size=max(dense_scales(meta["input_size"])))
     transform = pieces.make_pipeline(meta, "none")
     return DataLoader(test_set, batch_size, transform=transform,
                       prefetch=pieces.prefetch_depth(transform))
 
 
-def evaluate_with_tta(model, loader, tta, input_size, device):
+def evaluate_with_tta(model, loader, tta, input_size, device, channels):
     """Top-1 accuracy and mean loss of class probabilities averaged over the ``tta`` views
-    (``minicnn.tta``): ``flip`` (image and mirror) or ``10crop``."""
+    (``minicnn.tta``): ``flip`` (image and mirror), ``10crop``, or ``dense`` (VGG's: the
+    network convolutionized, run on the whole image at three scales and their mirrors)."""
     import numpy as np
     from minicnn import tta as views
     from minicnn.backend import to_device
+    if tta == "dense":
+        dense, scales = fully_convolutional(model, channels, input_size), dense_scales(input_size)
     hits, loss_sum, seen = 0, 0.0, 0
     for images, labels in loader.batches(0):
-        probabilities = views.predict(model, to_device(images, device), tta, crop_size=input_size)
+        if tta == "dense":
+            probabilities = views.dense_predict(dense, images, scales, device=device)
+        else:
+            probabilities = views.predict(model, to_device(images, device), tta,
+                                          crop_size=input_size)
         probabilities = to_device(probabilities, "cpu")
         hits += int((probabilities.argmax(axis=1) == labels).sum())
         picked = probabilities[np.arange(len(labels)), labels]
@@ -131,7 +157,8 @@ def evaluate_only(state, test, settings, device, path):
     loader = test_loader(test, meta, 2 * settings["batch_size"], settings["tta"])
     name = f"{meta['architecture']} on {dataset_tag(meta['dataset'])}"
     if settings["tta"] != "none":
-        result = evaluate_with_tta(model, loader, settings["tta"], meta["input_size"], device)
+        result = evaluate_with_tta(model, loader, settings["tta"], meta["input_size"], device,
+                                   meta["in_channels"])
         print(f"{name} with --tta {settings['tta']}: test loss {result['loss']:.4f}  "
               f"accuracy {100 * result['accuracy']:.2f}%  ({len(test):,} images)")
         return result
@@ -264,6 +291,8 @@ def build_network(run):
                                settings["seed"], **options)
     model.to(settings["device"])
     pieces.probe_input(model, run.architecture, channels, run.input_size, settings["device"])
+    if settings["tta"] == "dense":      # refused now, not after training
+        fully_convolutional(model, channels, run.input_size)
     if args.summary:
         show_summary(run.architecture, model, channels, run.input_size, settings["batch_size"],
                      args.measure)
@@ -392,7 +421,7 @@ def report(run, history, started, save):
         loader = test_loader(run.test_set, run.meta, 2 * run.settings["batch_size"],
                              run.settings["tta"])
         result = evaluate_with_tta(run.model, loader, run.settings["tta"], run.input_size,
-                                   run.settings["device"])
+                                   run.settings["device"], run.train_set.channels)
         print(f"with --tta {run.settings['tta']}: test accuracy "
               f"{100 * result['accuracy']:.2f}%  loss {result['loss']:.4f}")
     if run.args.plot:

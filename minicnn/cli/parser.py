@@ -113,8 +113,10 @@ def paper_options(parser, add):
     add(papers, "--progressive-size", "with --progressive: the first and last stages' image "
         "sizes (default: from the paper's 128 to 300, scaled to the input size)",
         type=RANGES["progressive_size"], metavar="MIN,MAX")
-    add(papers, "--tta", "test-time augmentation of the evaluation: none, flip (and mirror) or "
-        "10crop (AlexNet's corners, centre and mirrors)", choices=("none", "flip", "10crop"))
+    add(papers, "--tta", "test-time augmentation of the evaluation: none, flip (and mirror), "
+        "10crop (AlexNet's corners, centre and mirrors) or dense (VGG's: the network "
+        "convolutionized, on the whole image at three scales and mirrored)",
+        choices=("none", "flip", "10crop", "dense"))
 
 
 def place_options(parser, add):

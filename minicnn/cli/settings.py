@@ -371,8 +371,11 @@ def recipe_settings(recipe, epochs, batch_size):
             settings["augment"] = name
     if "PCA colour" in augment:
         settings["pca_colour"] = True
-    if values.get("test") in ("flip", "10crop"):
-        settings["tta"] = values["test"]
+    test = str(values.get("test", ""))
+    if test in ("flip", "10crop"):
+        settings["tta"] = test
+    elif test.startswith("dense"):                  # VGG: "dense, Q ∈ {256, 384, 512}, flips"
+        settings["tta"] = "dense"
     return settings
 
 
