@@ -135,14 +135,15 @@ def evaluate_with_tta(model, loader, tta, input_size, device, channels):
     from minicnn.backend import to_device
     if tta == "dense":
         dense, scales = fully_convolutional(model, channels, input_size), dense_scales(input_size)
+
+        def probabilities_of(images):
+            return views.dense_predict(dense, images, scales, device=device)
+    else:
+        def probabilities_of(images):
+            return views.predict(model, to_device(images, device), tta, crop_size=input_size)
     hits, loss_sum, seen = 0, 0.0, 0
     for images, labels in loader.batches(0):
-        if tta == "dense":
-            probabilities = views.dense_predict(dense, images, scales, device=device)
-        else:
-            probabilities = views.predict(model, to_device(images, device), tta,
-                                          crop_size=input_size)
-        probabilities = to_device(probabilities, "cpu")
+        probabilities = to_device(probabilities_of(images), "cpu")
         hits += int((probabilities.argmax(axis=1) == labels).sum())
         picked = probabilities[np.arange(len(labels)), labels]
         loss_sum += float(-np.log(np.maximum(picked, 1e-12)).sum())
