@@ -3,6 +3,12 @@
     python -m experiments.recipes_progressive --dataset mnist --out runs/progressive-mnist.json
     python -m experiments.recipes_progressive --dataset cluttered \
         --out runs/progressive-cluttered.json
+    python -m experiments.recipes_progressive --dataset shapes --folder data/shapes \
+        --out runs/progressive-shapes.json
+
+``shapes`` (``minicnn.data.shapes``) is a generated set of coloured objects at every scale
+on textured backgrounds, written as PNG files and read back through the image-folder
+loader, as a user's own pictures are.
 
 Both arms start from the same initial weights, see the same images in the same order
 (one loader, one seed), train the same number of epochs with the same optimizer and
@@ -24,6 +30,7 @@ training epochs.
 import argparse
 import json
 import os
+import tempfile
 import time
 
 import numpy as np
@@ -33,6 +40,8 @@ from minicnn import optim
 from minicnn.data import DataLoader, mnist_datasets
 from minicnn.data.augment import RandAugment, scale_jitter
 from minicnn.data.cluttered import cluttered_mnist
+from minicnn.data.folder import load_image_folder, save_image_folder
+from minicnn.data.shapes import shapes_datasets
 from minicnn.data.transforms import Compose, pipeline
 from minicnn.files import atomic_write
 from minicnn.functional import dropout
@@ -81,8 +90,22 @@ class ScaleJitter:
         return scale_jitter(images, self.size, (self.size, self.largest), rng)
 
 
-def datasets(name, train_count, test_count, seed, fragments):
-    train, test = mnist_datasets()
+def shapes_folder(train_count, test_count, seed, folder=None):
+    """The shapes set through the image-folder loader: generated into ``folder`` (or a
+    temporary one) unless that folder already holds it, then read back from the PNGs."""
+    if folder and os.path.isdir(folder) and os.listdir(folder):
+        return load_image_folder(folder, image_size=64, channels=3)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = folder or scratch
+        save_image_folder(*shapes_datasets(train_count, test_count, seed), root)
+        return load_image_folder(root, image_size=64, channels=3)
+
+
+def datasets(name, train_count, test_count, seed, fragments, folder=None):
+    if name == "shapes":
+        train, test = shapes_folder(train_count, test_count, seed, folder)
+    else:
+        train, test = mnist_datasets()
     train, test = train.subset(train_count, seed), test.subset(test_count, seed)
     if name == "cluttered":
         train = cluttered_mnist(train, "train", seed, fragments=fragments)
@@ -106,7 +129,7 @@ def draw_classifier(model, head_init):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", choices=("mnist", "cluttered"), default="mnist")
+    parser.add_argument("--dataset", choices=("mnist", "cluttered", "shapes"), default="mnist")
     parser.add_argument("--train", type=int, default=1024, help="training images (a subset)")
     parser.add_argument("--test", type=int, default=1000, help="test images (a subset)")
     parser.add_argument("--epochs", type=int, default=4)
@@ -130,6 +153,8 @@ def main(argv=None):
                              "(1 + EXTRA)·size] and crop it back (0: off)")
     parser.add_argument("--fragments", type=int, default=4,
                         help="cluttered: pieces of other digits on each canvas")
+    parser.add_argument("--folder", help="shapes: the image folder to read, or to write the "
+                                         "generated set to first (default: a temporary one)")
     parser.add_argument("--head-init", choices=("paper", "imagenet"), default="paper",
                         help="the classifier's initial weights: U(±1/√classes) as the "
                              "reference code, or U(±1/√1000) as at ImageNet's 1,000 classes")
@@ -143,10 +168,11 @@ def main(argv=None):
     # the same settings, differed — 97.47% in progressive10, 96.90% in progressive12.)
     nn_init.manual_seed(args.seed)
     dropout.manual_seed(args.seed)
-    train, test = datasets(args.dataset, args.train, args.test, args.seed, args.fragments)
+    train, test = datasets(args.dataset, args.train, args.test, args.seed, args.fragments,
+                           args.folder)
     mean, std = train.channel_statistics()
-    final = args.sizes[1]
-    to_network = pipeline(train.images.shape[2], 1, final, 1, mean, std)
+    final, channels = args.sizes[1], train.channels
+    to_network = pipeline(train.images.shape[2], channels, final, channels, mean, std)
     randaugment = RandAugment(num_ops=2, magnitude=args.magnitude[0])
     jitter = [ScaleJitter(final, args.scale_jitter)] if args.scale_jitter > 0 else []
     train_loader = DataLoader(train, args.batch_size, shuffle=True, drop_last=True,
@@ -166,7 +192,8 @@ def main(argv=None):
     }
     arms = {}
     for name, schedule in schedules.items():
-        model = architectures.create("efficientnet_v2_s", num_classes=10, in_channels=1,
+        model = architectures.create("efficientnet_v2_s", num_classes=train.num_classes,
+                                     in_channels=channels,
                                      bn_momentum=args.bn_momentum)
         draw_classifier(model, args.head_init)
         optimizer = optim.Adam(model.parameters(), lr=args.lr)

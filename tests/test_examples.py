@@ -49,21 +49,27 @@ def test_each_experiment_imports_and_states_its_options(name, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
-TINY_RUNS = {
-    "recipes_progressive": ["--dataset", "cluttered", "--train", "128", "--test", "50",
-                            "--epochs", "1", "--progressive-epochs", "2", "--stages", "2",
-                            "--sizes", "40", "44", "--batch-size", "64",
-                            "--head-init", "imagenet"],
-    "recipes_tta": ["--arch", "vgg", "--train", "128", "--test", "20", "--epochs", "1"],
-}
+NEEDS_MNIST = pytest.mark.skipif(not _mnist_cached(), reason="MNIST is not in the cache")
+TINY_RUNS = [   # (experiment, its arguments, marks)
+    ("recipes_progressive", ["--dataset", "cluttered", "--train", "128", "--test", "50",
+                             "--epochs", "1", "--progressive-epochs", "2", "--stages", "2",
+                             "--sizes", "40", "44", "--batch-size", "64",
+                             "--head-init", "imagenet"], NEEDS_MNIST),
+    ("recipes_progressive", ["--dataset", "shapes", "--train", "40", "--test", "20",
+                             "--epochs", "1", "--progressive-epochs", "2", "--stages", "2",
+                             "--sizes", "40", "44", "--batch-size", "20"], ()),
+    ("recipes_tta", ["--arch", "vgg", "--train", "128", "--test", "20", "--epochs", "1"],
+     NEEDS_MNIST),
+]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _mnist_cached(), reason="MNIST is not in the cache")
-@pytest.mark.parametrize("name", sorted(TINY_RUNS))
-def test_each_training_experiment_runs_end_to_end_on_a_few_images(name, tmp_path):
+@pytest.mark.parametrize("name, arguments", [
+    pytest.param(name, arguments, marks=marks, id=f"{name}-{arguments[1]}")
+    for name, arguments, marks in TINY_RUNS])
+def test_each_training_experiment_runs_end_to_end_on_a_few_images(name, arguments, tmp_path):
     out = tmp_path / f"{name}.json"
-    importlib.import_module(f"experiments.{name}").main(TINY_RUNS[name] + ["--out", str(out)])
+    importlib.import_module(f"experiments.{name}").main(arguments + ["--out", str(out)])
     results = json.loads(out.read_text())
     scores = ([arm["test_accuracy"] for arm in results["arms"].values()]
               if "arms" in results else list(results["accuracy"].values()))

@@ -5,6 +5,9 @@
     mnist.py       MNIST from IDX files / Keras npz / mirrors / PyPI, verified and cached
     cifar.py       CIFAR-10 from the python archive (or its folder), cached
     folder.py      a folder of your own pictures, one sub-folder per class (Pillow)
+    cluttered.py   cluttered MNIST: digits on textured canvases among pieces of others
+    shapes.py      ten classes of coloured objects at every scale on textured
+                   backgrounds, generated and written as an image folder
     transforms.py  pad, crop, translate, flip, resize, normalize: vectorised over a batch
     loader.py      DataLoader: batching, seeded shuffling, background prefetch
 

@@ -28,7 +28,7 @@ from minicnn.data.transforms import resize_matrix
 _SPLITS = {"train": 0, "test": 1}
 
 
-def _textures(count, canvas, rng, brightness):
+def textures(count, canvas, rng, brightness):
     """(count, canvas, canvas) float32 in [0, brightness]: a smooth random field (6×6
     random values enlarged) averaged with a grating sin(2π f (x cos θ + y sin θ) + φ)."""
     coarse = rng.random((count, 6, 6), dtype=np.float32)
@@ -61,7 +61,7 @@ def clutter(digits, rng, canvas=40, fragments=4, fragment_size=9, brightness=110
     if not 0 < fragment_size <= min(height, width):
         raise ValueError(f"clutter: expected a fragment size in [1, {min(height, width)}], got "
                          f"{fragment_size}")
-    canvases = _textures(count, canvas, rng, brightness)
+    canvases = textures(count, canvas, rng, brightness)
     for _ in range(fragments):
         donors = rng.integers(count, size=count)                 # other digits' strokes
         # cut from the digit's middle 20×20, where the strokes are

@@ -108,3 +108,18 @@ def _split(files, labels, test_fraction, seed):
         is_test[rng.choice(members, count, replace=False)] = True
     files = np.array(files, dtype=object)
     return (list(files[~is_test]), labels[~is_test], list(files[is_test]), labels[is_test])
+
+
+def save_image_folder(train, test, root):
+    """Write two ``ArrayDataset`` as ``root/train/<class>/<index>.png`` and
+    ``root/test/<class>/<index>.png``: the layout ``load_image_folder`` reads back (the
+    PNGs are lossless, so the pixels come back unchanged at the same size)."""
+    Image = _pillow()
+    for split, dataset in (("train", train), ("test", test)):
+        for name in dataset.classes:
+            os.makedirs(os.path.join(root, split, name), exist_ok=True)
+        width = len(str(len(dataset)))
+        for index, (image, label) in enumerate(zip(dataset.images, dataset.labels)):
+            pixels = image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0)
+            path = os.path.join(root, split, dataset.classes[label], f"{index:0{width}d}.png")
+            Image.fromarray(pixels).save(path)
