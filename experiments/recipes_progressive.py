@@ -37,6 +37,7 @@ import numpy as np
 
 import architectures
 from minicnn import optim
+from minicnn.backend import gpu_available, to_device
 from minicnn.data import DataLoader, mnist_datasets
 from minicnn.data.augment import RandAugment, scale_jitter
 from minicnn.data.cluttered import cluttered_mnist
@@ -55,10 +56,11 @@ from minicnn.train import evaluate, train_step
 class Loop:
     """The attributes a callback reads (the subset of minicnn.train's loop used here)."""
 
-    def __init__(self, model, optimizer, schedule, train_loader, test_loader, epochs):
+    def __init__(self, model, optimizer, schedule, train_loader, test_loader, epochs,
+                 device="cpu"):
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.train_loader, self.test_loader, self.epochs = train_loader, test_loader, epochs
-        self.history, self.device = [], "cpu"
+        self.history, self.device = [], device
         self.epoch = self.batch = 0
 
 
@@ -70,9 +72,9 @@ def train_one_epoch(loop, callback, epoch):
     loop.model.train()
     losses = []
     for loop.batch, (images, labels) in enumerate(loop.train_loader.batches(epoch)):
-        images, labels = callback.on_batch(loop, images, labels)
-        loss, _ = train_step(loop.model, loop.optimizer, Tensor(images), labels,
-                             schedule=loop.schedule)
+        images, labels = callback.on_batch(loop, images, labels)     # on the host
+        loss, _ = train_step(loop.model, loop.optimizer, Tensor(to_device(images, loop.device)),
+                             to_device(labels, loop.device), schedule=loop.schedule)
         losses.append(loss)
     return time.perf_counter() - wall, time.process_time() - cpu, float(np.mean(losses))
 
@@ -158,9 +160,13 @@ def main(argv=None):
     parser.add_argument("--head-init", choices=("paper", "imagenet"), default="paper",
                         help="the classifier's initial weights: U(±1/√classes) as the "
                              "reference code, or U(±1/√1000) as at ImageNet's 1,000 classes")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                        help="where both arms train (gpu: CuPy and a CUDA GPU)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the figures as JSON here")
     args = parser.parse_args(argv)
+    if args.device == "gpu" and not gpu_available():
+        parser.error("--device gpu: no CUDA GPU with CuPy is available here")
 
     # Every generator a run draws from starts at the seed: the initial weights, and the
     # dropout and stochastic-depth masks (one generator, which both arms draw from in turn).
@@ -196,11 +202,12 @@ def main(argv=None):
                                      in_channels=channels,
                                      bn_momentum=args.bn_momentum)
         draw_classifier(model, args.head_init)
+        model.to(args.device)
         optimizer = optim.Adam(model.parameters(), lr=args.lr)
         learning_rate = make_schedule(args.schedule, optimizer, schedule.epochs,
                                       len(train_loader))
         arms[name] = dict(loop=Loop(model, optimizer, learning_rate, train_loader, test_loader,
-                                    schedule.epochs),
+                                    schedule.epochs, args.device),
                           callback=ProgressiveLearning(schedule, seed=args.seed, log=print),
                           wall_s=0.0, cpu_s=0.0, epochs=[])
     initial = arms["fixed"]["loop"].model.state_dict()

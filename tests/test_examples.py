@@ -74,3 +74,14 @@ def test_each_training_experiment_runs_end_to_end_on_a_few_images(name, argument
     scores = ([arm["test_accuracy"] for arm in results["arms"].values()]
               if "arms" in results else list(results["accuracy"].values()))
     assert scores and all(0.0 <= score <= 1.0 for score in scores)
+
+
+def test_the_progressive_experiment_refuses_a_gpu_it_cannot_see_before_any_work(capsys):
+    from minicnn.backend import gpu_available
+    if gpu_available():
+        pytest.skip("this machine has a GPU")
+    from experiments import recipes_progressive
+    with pytest.raises(SystemExit) as exit_:
+        recipes_progressive.main(["--dataset", "shapes", "--device", "gpu"])
+    assert exit_.value.code == 2
+    assert "--device gpu: no CUDA GPU with CuPy is available here" in capsys.readouterr().err

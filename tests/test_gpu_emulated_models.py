@@ -324,3 +324,21 @@ def test_the_detection_command_trains_and_evaluates_on_the_gpu(cupy, tmp_path, m
     cpu, gpu = (load_checkpoint(tmp_path / name)["model"] for name in ("cpu.npz", "gpu.npz"))
     for name in cpu:
         np.testing.assert_allclose(gpu[name], cpu[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.slow
+def test_the_progressive_learning_experiment_trains_both_arms_on_the_gpu(cupy):
+    """``experiments.recipes_progressive --device gpu``: each batch is resized on the host
+    by the stage's callback, then moved to where the model is for its step (a host batch
+    fed to a GPU model is refused, as CuPy refuses it). The GPU draws other dropout and
+    stochastic-depth masks than the CPU, so the losses are checked for sense, not equality."""
+    from experiments import recipes_progressive
+    results = recipes_progressive.main(
+        ["--dataset", "shapes", "--train", "20", "--test", "10", "--epochs", "1",
+         "--progressive-epochs", "2", "--stages", "2", "--sizes", "40", "44",
+         "--batch-size", "10", "--head-init", "imagenet", "--device", "gpu"])
+    for arm, sizes in (("fixed", [44]), ("progressive", [40, 44])):
+        epochs = results["arms"][arm]["epochs"]
+        assert [epoch["size"] for epoch in epochs] == sizes
+        assert all(1.0 < epoch["loss"] < 5.0 for epoch in epochs)    # ln 10 ≈ 2.3 at the start
+        assert 0.0 <= results["arms"][arm]["test_accuracy"] <= 1.0

@@ -91,7 +91,7 @@ def _distinct_colours(avoid, rng, distance=110.0):
     return colours
 
 
-def draw_shapes(labels, rng, size=64, scale=(0.14, 0.42), twigs=3, contrast=60.0,
+def draw_shapes(labels, rng, size=64, scale=(0.2, 0.45), twigs=2, contrast=60.0,
                 noise=6.0):
     """Images (N, 3, size, size) uint8, one object of class ``labels[i]`` in image i."""
     labels = np.asarray(labels)
