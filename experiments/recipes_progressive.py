@@ -9,6 +9,7 @@
 ``shapes`` (``minicnn.data.shapes``) is a generated set of coloured objects at every scale
 on textured backgrounds, written as PNG files and read back through the image-folder
 loader, as a user's own pictures are.
+``--device gpu`` trains both arms on a GPU (each batch is still resized on the host).
 
 Both arms start from the same initial weights, see the same images in the same order
 (one loader, one seed), train the same number of epochs with the same optimizer and
@@ -95,12 +96,15 @@ class ScaleJitter:
 def shapes_folder(train_count, test_count, seed, folder=None):
     """The shapes set through the image-folder loader: generated into ``folder`` (or a
     temporary one) unless that folder already holds it, then read back from the PNGs."""
-    if folder and os.path.isdir(folder) and os.listdir(folder):
-        return load_image_folder(folder, image_size=64, channels=3)
-    with tempfile.TemporaryDirectory() as scratch:
-        root = folder or scratch
-        save_image_folder(*shapes_datasets(train_count, test_count, seed), root)
+    def written_and_read(root):
+        if not (os.path.isdir(root) and os.listdir(root)):
+            save_image_folder(*shapes_datasets(train_count, test_count, seed), root)
         return load_image_folder(root, image_size=64, channels=3)
+
+    if folder:
+        return written_and_read(folder)
+    with tempfile.TemporaryDirectory() as scratch:
+        return written_and_read(scratch)
 
 
 def datasets(name, train_count, test_count, seed, fragments, folder=None):
