@@ -43,7 +43,7 @@ from minicnn.data import DataLoader, mnist_datasets
 from minicnn.data.augment import RandAugment, scale_jitter
 from minicnn.data.cluttered import cluttered_mnist
 from minicnn.data.folder import load_image_folder, save_image_folder
-from minicnn.data.shapes import shapes_datasets
+from minicnn.data import shapes as shapes_set
 from minicnn.data.transforms import Compose, pipeline
 from minicnn.files import atomic_write
 from minicnn.functional import dropout
@@ -98,8 +98,8 @@ def shapes_folder(train_count, test_count, seed, folder=None):
     temporary one) unless that folder already holds it, then read back from the PNGs."""
     def written_and_read(root):
         if not (os.path.isdir(root) and os.listdir(root)):
-            save_image_folder(*shapes_datasets(train_count, test_count, seed), root)
-        return load_image_folder(root, image_size=64, channels=3)
+            save_image_folder(*shapes_set.shapes_datasets(train_count, test_count, seed), root)
+        return load_image_folder(root, image_size=shapes_set.SIZE, channels=3)
 
     if folder:
         return written_and_read(folder)

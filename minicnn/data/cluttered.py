@@ -21,12 +21,9 @@ Construction is vectorised over chunks of images (one fancy-index paste per frag
 """
 import numpy as np
 
-from minicnn.data.dataset import ArrayDataset
+from minicnn.data.dataset import ArrayDataset, split_generator
 from minicnn.data.mnist import CLASSES, mnist_datasets
 from minicnn.data.transforms import resize_matrix
-
-_SPLITS = {"train": 0, "test": 1}
-
 
 def textures(count, canvas, rng, brightness):
     """(count, canvas, canvas) float32 in [0, brightness]: a smooth random field (6×6
@@ -81,9 +78,7 @@ def clutter(digits, rng, canvas=40, fragments=4, fragment_size=9, brightness=110
 
 def cluttered_mnist(mnist_split, split, seed=0, canvas=40, fragments=4, chunk=5000):
     """One split of cluttered MNIST from the ``ArrayDataset`` of that MNIST split."""
-    if split not in _SPLITS:
-        raise ValueError(f"cluttered_mnist: expected split 'train' or 'test', got {split!r}")
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_SPLITS[split],)))
+    rng = split_generator(split, seed, "cluttered_mnist")
     digits = mnist_split.images[:, 0]
     images = np.concatenate([clutter(digits[start:start + chunk], rng, canvas, fragments)
                              for start in range(0, len(digits), chunk)])

@@ -40,6 +40,17 @@ def resolve_data_dir(data_dir=None):
     return os.path.abspath(os.path.expanduser(os.fspath(data_dir))) if data_dir else default_data_dir()
 
 
+SPLITS = ("train", "test")
+
+
+def split_generator(split, seed, caller):
+    """The random generator a generated set draws one split from: seeded by ``(seed,
+    split)``, so the same seed builds the same split and the two splits never share draws."""
+    if split not in SPLITS:
+        raise ValueError(f"{caller}: expected split 'train' or 'test', got {split!r}")
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLITS.index(split),)))
+
+
 class ArrayDataset:
     """Images ``uint8 (N, C, H, W)`` and labels ``int64 (N,)`` held in memory."""
 

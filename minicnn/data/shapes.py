@@ -35,10 +35,10 @@ import os
 import numpy as np
 
 from minicnn.data.cluttered import textures
-from minicnn.data.dataset import ArrayDataset
+from minicnn.data.dataset import ArrayDataset, split_generator
 from minicnn.data.folder import save_image_folder
 
-_SPLITS = {"train": 0, "test": 1}
+SIZE = 64                     # the side, in pixels, the set is drawn at unless told
 
 
 def _polygon(u, v, sides):
@@ -91,7 +91,7 @@ def _distinct_colours(avoid, rng, distance=110.0):
     return colours
 
 
-def draw_shapes(labels, rng, size=64, scale=(0.2, 0.45), twigs=2, contrast=60.0,
+def draw_shapes(labels, rng, size=SIZE, scale=(0.2, 0.45), twigs=2, contrast=60.0,
                 noise=6.0):
     """Images (N, 3, size, size) uint8, one object of class ``labels[i]`` in image i."""
     labels = np.asarray(labels)
@@ -136,20 +136,18 @@ def draw_shapes(labels, rng, size=64, scale=(0.2, 0.45), twigs=2, contrast=60.0,
     return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
 
 
-def shapes(count, split="train", seed=0, size=64, chunk=1000, **options):
+def shapes(count, split="train", seed=0, size=SIZE, chunk=1000, **options):
     """One split of ``count`` images, classes balanced (cycled, then shuffled)."""
-    if split not in _SPLITS:
-        raise ValueError(f"shapes: expected split 'train' or 'test', got {split!r}")
     if count < 1:
         raise ValueError(f"shapes: expected at least one image, got {count}")
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(_SPLITS[split],)))
+    rng = split_generator(split, seed, "shapes")
     labels = rng.permutation(np.arange(count) % len(SHAPES))
     images = np.concatenate([draw_shapes(labels[start:start + chunk], rng, size, **options)
                              for start in range(0, count, chunk)])
     return ArrayDataset(images, labels, CLASSES, f"shapes-{split}")
 
 
-def shapes_datasets(train=8192, test=2000, seed=0, size=64, **options):
+def shapes_datasets(train=8192, test=2000, seed=0, size=SIZE, **options):
     """(train, test) shapes, (N, 3, size, size) uint8, from independent generators."""
     return (shapes(train, "train", seed, size, **options),
             shapes(test, "test", seed, size, **options))
@@ -163,7 +161,7 @@ def main(argv=None):
     parser.add_argument("root", help="the folder to write (must not exist or be empty)")
     parser.add_argument("--train", type=int, default=8192, help="training images")
     parser.add_argument("--test", type=int, default=2000, help="test images")
-    parser.add_argument("--size", type=int, default=64, help="side in pixels")
+    parser.add_argument("--size", type=int, default=SIZE, help="side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if os.path.isdir(args.root) and os.listdir(args.root):
